@@ -1,0 +1,1 @@
+"""Sweep orchestration on Ray Tune + Ray Train, tracked in MLflow."""

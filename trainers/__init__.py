@@ -1,0 +1,1 @@
+"""Training side: models, data, tasks, pruning methods and the training loop."""

@@ -284,7 +284,7 @@ def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path 
                 loss_sums += stacked
                 weight_sums += torch.stack([torch.as_tensor(weights[t], dtype=torch.float32, device=device)
                                             for t in tasks])
-                nonfinite |= ~torch.isfinite(stacked).all()
+                nonfinite |= ~(torch.isfinite(stacked).all() & torch.isfinite(total.detach()))
             window_steps += 1
             done = step + 1
 

@@ -172,6 +172,14 @@ class Meter(ABC):
         """Forget everything accumulated (the next update re-allocates on the prediction's device)."""
         self._state = None
 
+    def _thresholds(self, values: Sequence[float], like: Tensor) -> Tensor:
+        """Thresholds as a [K, 1] device tensor, cached so no host→device copy happens per batch."""
+        cache = self.__dict__.setdefault("_thr_cache", {})
+        key = (tuple(values), like.device, like.dtype)
+        if key not in cache:
+            cache[key] = torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, 1)
+        return cache[key]
+
     def state(self) -> dict[str, Tensor]:
         """The raw accumulators (all sums), e.g. for checkpointing or custom reductions."""
         return {} if self._state is None else dict(self._state)
@@ -280,6 +288,7 @@ class SegmentationMeter(Meter):
 
     def _init_state(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
         c = _check_classes(pred, self.num_classes, self.task)
+        self.num_classes = c  # later batches must agree with the confusion matrix
         s = _WeightedMean.zeros(["correct"], pred.device)
         s["conf"] = torch.zeros(c * c, dtype=torch.int64, device=pred.device)
         return s
@@ -335,6 +344,7 @@ class SegmentationCEMeter(Meter):
 
     def _init_state(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
         c = _check_classes(pred, self.num_classes, self.task)
+        self.num_classes = c
         if self.class_weights is not None and len(self.class_weights) != c:
             raise ValueError(f"{self.task}: {len(self.class_weights)} class weights for {c} classes")
         s = _WeightedMean.zeros(["err"], pred.device)
@@ -357,6 +367,7 @@ class SegmentationCEMeter(Meter):
 
 
 def _check_classes(pred: Tensor, num_classes: int | None, task: str) -> int:
+    """Class count = logits channels; must match ``num_classes`` (or the first batch's count)."""
     c = int(pred.shape[1])
     if num_classes is not None and c != num_classes:
         raise ValueError(f"{task}: prediction has {c} channels, expected {num_classes} classes")
@@ -430,7 +441,7 @@ class NormalAngleMeter(Meter):
         dt = s["n"].dtype
         s["n"] += valid.sum().to(dt)
         s["angle_sum"] += angle.to(dt).sum()
-        thr = torch.tensor(NORMAL_THRESHOLDS, dtype=angle.dtype, device=angle.device).view(-1, 1)
+        thr = self._thresholds(NORMAL_THRESHOLDS, angle)
         flat_a, flat_v = angle.flatten(), valid.flatten()
         inside = flat_a.unsqueeze(0) <= thr if self.inclusive else flat_a.unsqueeze(0) < thr
         s["within"] += (inside & flat_v).sum(dim=1).to(dt)
@@ -475,7 +486,7 @@ class CosineMeter(Meter):
 
     def _update(self, s: dict[str, Tensor], pred: Tensor, target: Tensor, batch: Mapping[str, Tensor]) -> None:
         valid = _dense_valid(self, target, batch, self.dataset, self.raw_validity)
-        cos = torch.where(valid, _cosine(pred, target), torch.zeros((), device=pred.device))
+        cos = torch.where(valid, _cosine(pred, target), 0.0)
         s["n"] += valid.sum().to(s["n"].dtype)
         s["cos_sum"] += cos.to(s["n"].dtype).sum()
 
@@ -531,7 +542,7 @@ class DepthMeter(Meter):
         ratio = torch.maximum(p / g, g / p)
         ok = valid if self.nonpositive == "official" else valid & (p > 0)
         ratio, ok = ratio.flatten().unsqueeze(0), ok.flatten()
-        thr = torch.tensor(DEPTH_THRESHOLDS, dtype=ratio.dtype, device=ratio.device).view(-1, 1)
+        thr = self._thresholds(DEPTH_THRESHOLDS, ratio)
         inside = ratio <= thr if self.inclusive else ratio < thr
         s["delta"] += (inside & ok).sum(dim=1).to(s["delta"].dtype)
 
@@ -568,7 +579,7 @@ class AbsErrMeter(Meter):
 
     def _update(self, s: dict[str, Tensor], pred: Tensor, target: Tensor, batch: Mapping[str, Tensor]) -> None:
         valid = _dense_valid(self, target, batch, self.dataset, self.raw_validity)
-        err = torch.where(valid, (pred.float() - target.float()).abs(), torch.zeros((), device=pred.device))
+        err = torch.where(valid, (pred.float() - target.float()).abs(), 0.0)
         _WeightedMean.add(s, target.shape[0], valid.sum(), {"abs": err.sum()})
 
     def _compute(self, s: dict[str, Tensor]) -> dict[str, Tensor]:

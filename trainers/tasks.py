@@ -102,7 +102,7 @@ class _DenseLoss:
         target = resize_to(target.float(), size, self.label_resize)
         valid = resize_to(valid, size, self.label_resize)
         # Zero the invalid label values so NaN/inf sentinels cannot leak into the gradient.
-        return torch.where(valid, target, torch.zeros((), device=target.device)), valid
+        return torch.where(valid, target, 0.0), valid
 
 
 class SegLoss(_DenseLoss):

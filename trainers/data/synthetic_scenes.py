@@ -312,123 +312,164 @@ def focal_length(camera: np.ndarray, width: int) -> np.ndarray:
 
 
 class _Hits:
-    """The nearest hit so far for every ray, with what shading and labels need."""
+    """The nearest hit so far for each of N rays (flattened scenes x pixels), with what labels need."""
 
-    def __init__(self, shape: tuple[int, int]) -> None:
-        self.t = np.full(shape, np.inf, np.float32)
-        self.n = np.zeros((*shape, 3), np.float32)  # world normal
-        self.q = np.zeros((*shape, 3), np.float32)  # texture coordinates (object frame)
-        self.cls = np.zeros(shape, np.int64)
-        self.surf = np.zeros(shape, np.int64)
-        self.phase = np.zeros(shape, np.float32)
+    def __init__(self, n: int) -> None:
+        self.t = np.full(n, np.inf, np.float32)
+        self.n = np.zeros((n, 3), np.float32)  # world normal
+        self.q = np.zeros((n, 3), np.float32)  # texture coordinates (object frame)
+        self.cls = np.zeros(n, np.int64)
+        self.surf = np.zeros(n, np.int64)
+        self.phase = np.zeros(n, np.float32)
 
-    def update(self, t, valid, n, q, cls, surf, phase) -> None:
-        better = valid & (t < self.t)
-        self.t = np.where(better, t, self.t)
-        self.n = np.where(better[..., None], n, self.n)
-        self.q = np.where(better[..., None], q, self.q)
-        self.cls = np.where(better, cls, self.cls)
-        self.surf = np.where(better, surf, self.surf)
-        self.phase = np.where(better, phase, self.phase)
+    def update(self, idx, t, valid, n, q, cls, surf, phase) -> None:
+        """Keep the candidate hit for rays ``idx`` where it is valid and nearer than the current one."""
+        better = valid & (t < self.t[idx])
+        j = idx[better]
+        self.t[j] = t[better]
+        self.n[j] = n[better]
+        self.q[j] = q[better]
+        self.cls[j] = np.broadcast_to(cls, t.shape)[better]
+        self.surf[j] = np.broadcast_to(surf, t.shape)[better]
+        self.phase[j] = np.broadcast_to(phase, t.shape)[better]
 
 
 def _safe(d: np.ndarray) -> np.ndarray:
     return np.where(np.abs(d) < 1e-9, np.float32(1e-9), d)
 
 
+def _candidates(active: np.ndarray, P: int, o, d, dd, centre, radius) -> np.ndarray:
+    """Flat ray indices of the active scenes whose ray meets the object's bounding sphere.
+
+    Culling keeps the exact (expensive) intersection to the few rays near each object, which is what makes
+    generation cost scale with object coverage rather than with objects x pixels.
+    """
+    scenes = np.flatnonzero(active)
+    if scenes.size == 0:
+        return np.zeros(0, np.int64)
+    idx = (scenes[:, None] * P + np.arange(P)[None, :]).ravel()
+    oc = o[idx] - centre[idx // P]
+    b = (d[idx] * oc).sum(-1)
+    c = (oc * oc).sum(-1) - radius[idx // P] ** 2
+    return idx[b * b - dd[idx] * c > 0]
+
+
 def cast(sc: dict[str, np.ndarray], dirs: np.ndarray) -> _Hits:
-    """Intersect the rays ``o + t*dirs`` (dirs [S, P, 3], world) with every scene's room and objects."""
+    """Nearest hit of the rays ``o + t*dirs`` (dirs [S, P, 3], world) with each scene's room and objects."""
     S, P = dirs.shape[:2]
-    o = sc["camera"][:, None, :3]  # [S, 1, 3]
-    hits = _Hits((S, P))
-    d = _safe(dirs)
+    N = S * P
+    d = _safe(dirs.reshape(N, 3))
+    sid = np.repeat(np.arange(S), P)
+    o = sc["camera"][sid, :3]
+    dd = (d * d).sum(-1)
+    hits = _Hits(N)
 
-    # Room (seen from inside): exit point of the box.
-    room = sc["room"][:, None, :]
-    t_ax = np.where(d > 0, (room - o) / d, (0.0 - o) / d)  # [S, P, 3]
+    # Room (seen from inside): the ray leaves the box through its nearest exit plane.
+    room = sc["room"][sid]
+    t_ax = np.where(d > 0, room - o, -o) / d
     axis = np.argmin(t_ax, -1)
-    t_room = np.take_along_axis(t_ax, axis[..., None], -1)[..., 0]
-    is_max = np.take_along_axis(d, axis[..., None], -1)[..., 0] > 0
-    n_room = -np.sign(np.take_along_axis(d, axis[..., None], -1)) * np.eye(3, dtype=np.float32)[axis]
-    surf = 2 * axis + is_max
-    cls = np.where(axis == 2, np.where(is_max, 1, 0), 2)
-    p = o + t_room[..., None] * dirs
-    # Decals: class changes, geometry does not.
+    rows = np.arange(N)
+    hits.t = t_ax[rows, axis].astype(np.float32)
+    d_ax = d[rows, axis]
+    hits.n[rows, axis] = -np.sign(d_ax)
+    is_max = (d_ax > 0).astype(np.int64)
+    hits.surf = 2 * axis + is_max
+    hits.cls = np.where(axis == 2, is_max, 2)
+    hits.q = o + hits.t[:, None] * d
+    hits.phase = sc["misc"][sid, 4].copy()
+    # Decals: the class changes, the geometry does not.
     for k in range(MAX_DECALS):
+        scenes = np.flatnonzero(sc["decal_on"][:, k])
+        if scenes.size == 0:
+            continue
         dec = sc["decals"][:, k]
-        on = sc["decal_on"][:, k][:, None]
-        sid = dec[:, 0].astype(np.int64)[:, None]
-        along = np.where(sid < 2, p[..., 1], p[..., 0])  # walls x=0/W run along y; y=0/D along x
-        u = np.where(sid == 4, p[..., 0], along)
-        v = np.where(sid == 4, p[..., 1], p[..., 2])
-        inside = (u >= dec[:, 1:2]) & (u <= dec[:, 2:3]) & (v >= dec[:, 3:4]) & (v <= dec[:, 4:5])
-        cls = np.where(on & (surf == sid) & inside, dec[:, 5:6].astype(np.int64), cls)
-    room_phase = np.broadcast_to(sc["misc"][:, 4:5], (S, P))
-    hits.update(t_room, np.ones((S, P), bool), n_room, p, cls, surf, room_phase)
+        idx = (scenes[:, None] * P + np.arange(P)[None, :]).ravel()
+        idx = idx[hits.surf[idx] == dec[idx // P, 0].astype(np.int64)]
+        dk = dec[idx // P]
+        p = hits.q[idx]
+        along = np.where(dk[:, 0] < 2, p[:, 1], p[:, 0])  # walls x=0/W run along y; y=0/D along x
+        u = np.where(dk[:, 0] == 4, p[:, 0], along)
+        v = np.where(dk[:, 0] == 4, p[:, 1], p[:, 2])
+        inside = (u >= dk[:, 1]) & (u <= dk[:, 2]) & (v >= dk[:, 3]) & (v <= dk[:, 4])
+        hits.cls[idx[inside]] = dk[inside, 5].astype(np.int64)
 
+    eye = np.eye(3, dtype=np.float32)
     # Boxes (slab test in the box frame).
     for k in range(MAX_BOXES):
         b = sc["boxes"][:, k]
-        cy, sy = np.cos(b[:, 5])[:, None], np.sin(b[:, 5])[:, None]
-        rel = o - np.stack([b[:, 0], b[:, 1], np.zeros_like(b[:, 0])], -1)[:, None, :]
-        ol = np.stack([cy * rel[..., 0] + sy * rel[..., 1], -sy * rel[..., 0] + cy * rel[..., 1], rel[..., 2]], -1)
-        dl = _safe(np.stack([cy * d[..., 0] + sy * d[..., 1], -sy * d[..., 0] + cy * d[..., 1], d[..., 2]], -1))
-        lo = np.stack([-b[:, 2], -b[:, 3], np.zeros_like(b[:, 0])], -1)[:, None, :]
-        hi = np.stack([b[:, 2], b[:, 3], b[:, 4]], -1)[:, None, :]
+        centre = np.stack([b[:, 0], b[:, 1], b[:, 4] / 2], -1)
+        radius = np.sqrt(b[:, 2] ** 2 + b[:, 3] ** 2 + (b[:, 4] / 2) ** 2)
+        idx = _candidates(sc["box_on"][:, k], P, o, d, dd, centre, radius)
+        if idx.size == 0:
+            continue
+        bk = b[idx // P]
+        cy, sy = np.cos(bk[:, 5]), np.sin(bk[:, 5])
+        rx, ry, rz = o[idx, 0] - bk[:, 0], o[idx, 1] - bk[:, 1], o[idx, 2]
+        ol = np.stack([cy * rx + sy * ry, -sy * rx + cy * ry, rz], -1)
+        di = d[idx]
+        dl = _safe(np.stack([cy * di[:, 0] + sy * di[:, 1], -sy * di[:, 0] + cy * di[:, 1], di[:, 2]], -1))
+        lo = np.stack([-bk[:, 2], -bk[:, 3], np.zeros_like(bk[:, 2])], -1)
+        hi = np.stack([bk[:, 2], bk[:, 3], bk[:, 4]], -1)
         t1, t2 = (lo - ol) / dl, (hi - ol) / dl
         tmin, tmax = np.minimum(t1, t2), np.maximum(t1, t2)
         ax = np.argmax(tmin, -1)
-        tnear = np.take_along_axis(tmin, ax[..., None], -1)[..., 0]
-        tfar = tmax.min(-1)
-        valid = sc["box_on"][:, k][:, None] & (tnear <= tfar) & (tnear > _EPS_T)
-        sgn = -np.sign(np.take_along_axis(dl, ax[..., None], -1))
-        nl = sgn * np.eye(3, dtype=np.float32)[ax]
-        nw = np.stack([cy * nl[..., 0] - sy * nl[..., 1], sy * nl[..., 0] + cy * nl[..., 1], nl[..., 2]], -1)
-        q = ol + tnear[..., None] * dl
-        surf = _SURF_BOX0 + 6 * k + 2 * ax + (sgn[..., 0] > 0)
-        hits.update(tnear, valid, nw, q, b[:, 6:7].astype(np.int64), surf, np.broadcast_to(b[:, 7:8], (S, P)))
+        r = np.arange(idx.size)
+        tnear = tmin[r, ax]
+        valid = (tnear <= tmax.min(-1)) & (tnear > _EPS_T)
+        sgn = -np.sign(dl[r, ax])
+        nl = sgn[:, None] * eye[ax]
+        nw = np.stack([cy * nl[:, 0] - sy * nl[:, 1], sy * nl[:, 0] + cy * nl[:, 1], nl[:, 2]], -1)
+        q = ol + tnear[:, None] * dl
+        surf = _SURF_BOX0 + 6 * k + 2 * ax + (sgn > 0)
+        hits.update(idx, tnear, valid, nw, q, bk[:, 6].astype(np.int64), surf, bk[:, 7])
 
-    # Spheres resting on the floor.
-    aa = (d * d).sum(-1)
+    # Spheres resting on the floor (centre height = radius).
     for k in range(MAX_SPHERES):
         s = sc["spheres"][:, k]
-        c = np.stack([s[:, 0], s[:, 1], s[:, 2]], -1)[:, None, :]
-        r = s[:, 2][:, None]
-        oc = o - c
-        bb = 2.0 * (d * oc).sum(-1)
-        cc = (oc * oc).sum(-1) - r * r
-        disc = bb * bb - 4.0 * aa * cc
-        t = (-bb - np.sqrt(np.maximum(disc, 0.0))) / (2.0 * aa)
-        valid = sc["sph_on"][:, k][:, None] & (disc > 0) & (t > _EPS_T)
-        p = o + t[..., None] * dirs
-        n = (p - c) / r[..., None]
+        centre = np.stack([s[:, 0], s[:, 1], s[:, 2]], -1)
+        idx = _candidates(sc["sph_on"][:, k], P, o, d, dd, centre, s[:, 2])
+        if idx.size == 0:
+            continue
+        sk = s[idx // P]
+        c = centre[idx // P]
+        oc = o[idx] - c
+        bb = (d[idx] * oc).sum(-1)
+        cc = (oc * oc).sum(-1) - sk[:, 2] ** 2
+        disc = np.maximum(bb * bb - dd[idx] * cc, 0.0)
+        t = (-bb - np.sqrt(disc)) / dd[idx]
+        p = o[idx] + t[:, None] * d[idx]
+        n = (p - c) / sk[:, 2:3]
         q = p - c * np.array([1, 1, 0], np.float32)
-        hits.update(t, valid, n, q, 10, _SURF_SPH0 + k, np.broadcast_to(s[:, 3:4], (S, P)))
+        hits.update(idx, t, t > _EPS_T, n, q, 10, _SURF_SPH0 + k, sk[:, 3])
 
     # Vertical cylinders standing on the floor (side + top cap).
-    a2 = d[..., 0] ** 2 + d[..., 1] ** 2
     for k in range(MAX_CYLINDERS):
         cyl = sc["cyls"][:, k]
-        on = sc["cyl_on"][:, k][:, None]
-        cx, cyy, r, h = (cyl[:, i][:, None] for i in range(4))
-        ox, oy = o[..., 0] - cx, o[..., 1] - cyy
-        bb = 2.0 * (d[..., 0] * ox + d[..., 1] * oy)
+        centre = np.stack([cyl[:, 0], cyl[:, 1], cyl[:, 3] / 2], -1)
+        radius = np.sqrt(cyl[:, 2] ** 2 + (cyl[:, 3] / 2) ** 2)
+        idx = _candidates(sc["cyl_on"][:, k], P, o, d, dd, centre, radius)
+        if idx.size == 0:
+            continue
+        ck = cyl[idx // P]
+        cx, cyy, r, h = ck[:, 0], ck[:, 1], ck[:, 2], ck[:, 3]
+        oi, di = o[idx], d[idx]
+        ox, oy = oi[:, 0] - cx, oi[:, 1] - cyy
+        a2 = np.maximum(di[:, 0] ** 2 + di[:, 1] ** 2, 1e-12)
+        bb = di[:, 0] * ox + di[:, 1] * oy
         cc = ox * ox + oy * oy - r * r
-        disc = bb * bb - 4.0 * a2 * cc
-        ts = (-bb - np.sqrt(np.maximum(disc, 0.0))) / (2.0 * a2)
-        zs = o[..., 2] + ts * d[..., 2]
-        vs = on & (disc > 0) & (ts > _EPS_T) & (zs >= 0) & (zs <= h)
-        ps = o + ts[..., None] * dirs
-        ns = np.stack([(ps[..., 0] - cx) / r, (ps[..., 1] - cyy) / r, np.zeros_like(ts)], -1)
-        tc = (h - o[..., 2]) / d[..., 2]
-        pc = o + tc[..., None] * dirs
-        vc = on & (d[..., 2] < 0) & (tc > _EPS_T) & ((pc[..., 0] - cx) ** 2 + (pc[..., 1] - cyy) ** 2 <= r * r)
+        disc = bb * bb - a2 * cc
+        ts = (-bb - np.sqrt(np.maximum(disc, 0.0))) / a2
+        ps = oi + ts[:, None] * di
+        vs = (disc > 0) & (ts > _EPS_T) & (ps[:, 2] >= 0) & (ps[:, 2] <= h)
+        ns = np.stack([(ps[:, 0] - cx) / r, (ps[:, 1] - cyy) / r, np.zeros_like(ts)], -1)
+        tc = (h - oi[:, 2]) / di[:, 2]
+        pc = oi + tc[:, None] * di
+        vc = (di[:, 2] < 0) & (tc > _EPS_T) & ((pc[:, 0] - cx) ** 2 + (pc[:, 1] - cyy) ** 2 <= r * r)
         ncap = np.broadcast_to(np.array([0, 0, 1], np.float32), ns.shape)
-        centre = np.stack([cx, cyy, np.zeros_like(cx)], -1)
-        cls = cyl[:, 4:5].astype(np.int64)
-        ph = np.broadcast_to(cyl[:, 5:6], (S, P))
-        hits.update(ts, vs, ns, ps - centre, cls, _SURF_CYL0 + 2 * k, ph)
-        hits.update(tc, vc, ncap, pc - centre, cls, _SURF_CYL0 + 2 * k + 1, ph)
+        base = np.stack([cx, cyy, np.zeros_like(cx)], -1)
+        cls = ck[:, 4].astype(np.int64)
+        hits.update(idx, ts, vs, ns, ps - base, cls, _SURF_CYL0 + 2 * k, ck[:, 5])
+        hits.update(idx, tc, vc, ncap, pc - base, cls, _SURF_CYL0 + 2 * k + 1, ck[:, 5])
     return hits
 
 

@@ -109,17 +109,17 @@ _PALETTE = np.array(
 _X, _Y, _Z, _XY, _0 = (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 0, 0)
 # class: (u1, u2, period, contrast)
 _TEXTURE = {
-    0: (_X, _Y, 0.6, 0.82),
+    0: (_X, _Y, 0.8, 0.82),
     1: (_0, _0, 1.0, 1.0),
-    2: (_XY, _0, 0.3, 0.88),
+    2: (_XY, _0, 0.5, 0.88),
     3: (_X, _0, 0.2, 0.70),
-    4: (_XY, _Z, 0.12, 0.55),
+    4: (_XY, _Z, 0.2, 0.55),
     5: (_Z, _0, 0.5, 0.88),
     6: (_Z, _0, 0.35, 0.78),
     7: (_0, _0, 1.0, 1.0),
     8: (_0, _0, 1.0, 1.0),
-    9: (_XY, _0, 0.12, 0.75),
-    10: (_Z, _0, 0.12, 0.70),
+    9: (_XY, _0, 0.15, 0.75),
+    10: (_Z, _0, 0.15, 0.70),
     11: (_Z, _0, 0.25, 0.75),
     12: (_0, _0, 1.0, 1.0),
 }
@@ -257,6 +257,8 @@ def sample_scene(seed: int, stream: int, index: int, resolution: int) -> dict[st
         cam = (room[0] / 2, room[1] / 2)
     cz = rng.uniform(1.0, min(1.8, room[2] - 0.4))
     tx, ty = rng.uniform(0.0, room[0]), rng.uniform(0.0, room[1])
+    if taken and rng.random() < 0.7:  # mostly look at an object, as a photographer would
+        tx, ty, _ = taken[rng.integers(len(taken))]
     yaw = np.arctan2(ty - cam[1], tx - cam[0]) + rng.uniform(-0.4, 0.4)
     if (tx - cam[0]) ** 2 + (ty - cam[1]) ** 2 < 0.25:
         yaw = rng.uniform(0, 2 * np.pi)
@@ -338,30 +340,37 @@ def _safe(d: np.ndarray) -> np.ndarray:
     return np.where(np.abs(d) < 1e-9, np.float32(1e-9), d)
 
 
-def _candidates(active: np.ndarray, P: int, o, d, dd, centre, radius) -> np.ndarray:
-    """Flat ray indices of the active scenes whose ray meets the object's bounding sphere.
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot product of [..., 3] arrays (einsum: much faster than ``(a * b).sum(-1)`` on size-3 axes)."""
+    return np.einsum("...k,...k->...", a, b)
+
+
+def _candidates(active: np.ndarray, d: np.ndarray, sid: np.ndarray, dd: np.ndarray, cam, centre, radius):
+    """Indices of the rays (of scenes where the object slot is active) that meet its bounding sphere.
 
     Culling keeps the exact (expensive) intersection to the few rays near each object, which is what makes
     generation cost scale with object coverage rather than with objects x pixels.
     """
-    scenes = np.flatnonzero(active)
-    if scenes.size == 0:
-        return np.zeros(0, np.int64)
-    idx = (scenes[:, None] * P + np.arange(P)[None, :]).ravel()
-    oc = o[idx] - centre[idx // P]
-    b = (d[idx] * oc).sum(-1)
-    c = (oc * oc).sum(-1) - radius[idx // P] ** 2
-    return idx[b * b - dd[idx] * c > 0]
+    idx = np.flatnonzero(active[sid])
+    if idx.size == 0:
+        return idx
+    oc_s = cam - centre  # the origin is shared by all rays of a scene
+    c_s = _dot(oc_s, oc_s) - radius**2
+    s = sid[idx]
+    b = _dot(d[idx], oc_s[s])
+    return idx[b * b - dd[idx] * c_s[s] > 0]
 
 
-def cast(sc: dict[str, np.ndarray], dirs: np.ndarray) -> _Hits:
-    """Nearest hit of the rays ``o + t*dirs`` (dirs [S, P, 3], world) with each scene's room and objects."""
-    S, P = dirs.shape[:2]
-    N = S * P
-    d = _safe(dirs.reshape(N, 3))
-    sid = np.repeat(np.arange(S), P)
+def cast(sc: dict[str, np.ndarray], d: np.ndarray, sid: np.ndarray) -> _Hits:
+    """Nearest hit of the rays ``o + t*d`` (d [N, 3] world, ray i belongs to scene ``sid[i]``).
+
+    The direction's camera-z component is 1, so the hit parameter t *is* the z-buffer depth.
+    """
+    N = d.shape[0]
+    d = _safe(d)
     o = sc["camera"][sid, :3]
-    dd = (d * d).sum(-1)
+    cam = sc["camera"][:, :3]
+    dd = _dot(d, d)
     hits = _Hits(N)
 
     # Room (seen from inside): the ray leaves the box through its nearest exit plane.
@@ -379,13 +388,10 @@ def cast(sc: dict[str, np.ndarray], dirs: np.ndarray) -> _Hits:
     hits.phase = sc["misc"][sid, 4].copy()
     # Decals: the class changes, the geometry does not.
     for k in range(MAX_DECALS):
-        scenes = np.flatnonzero(sc["decal_on"][:, k])
-        if scenes.size == 0:
-            continue
         dec = sc["decals"][:, k]
-        idx = (scenes[:, None] * P + np.arange(P)[None, :]).ravel()
-        idx = idx[hits.surf[idx] == dec[idx // P, 0].astype(np.int64)]
-        dk = dec[idx // P]
+        idx = np.flatnonzero(sc["decal_on"][sid, k])
+        idx = idx[hits.surf[idx] == dec[sid[idx], 0].astype(np.int64)]
+        dk = dec[sid[idx]]
         p = hits.q[idx]
         along = np.where(dk[:, 0] < 2, p[:, 1], p[:, 0])  # walls x=0/W run along y; y=0/D along x
         u = np.where(dk[:, 0] == 4, p[:, 0], along)
@@ -399,10 +405,10 @@ def cast(sc: dict[str, np.ndarray], dirs: np.ndarray) -> _Hits:
         b = sc["boxes"][:, k]
         centre = np.stack([b[:, 0], b[:, 1], b[:, 4] / 2], -1)
         radius = np.sqrt(b[:, 2] ** 2 + b[:, 3] ** 2 + (b[:, 4] / 2) ** 2)
-        idx = _candidates(sc["box_on"][:, k], P, o, d, dd, centre, radius)
+        idx = _candidates(sc["box_on"][:, k], d, sid, dd, cam, centre, radius)
         if idx.size == 0:
             continue
-        bk = b[idx // P]
+        bk = b[sid[idx]]
         cy, sy = np.cos(bk[:, 5]), np.sin(bk[:, 5])
         rx, ry, rz = o[idx, 0] - bk[:, 0], o[idx, 1] - bk[:, 1], o[idx, 2]
         ol = np.stack([cy * rx + sy * ry, -sy * rx + cy * ry, rz], -1)
@@ -427,14 +433,14 @@ def cast(sc: dict[str, np.ndarray], dirs: np.ndarray) -> _Hits:
     for k in range(MAX_SPHERES):
         s = sc["spheres"][:, k]
         centre = np.stack([s[:, 0], s[:, 1], s[:, 2]], -1)
-        idx = _candidates(sc["sph_on"][:, k], P, o, d, dd, centre, s[:, 2])
+        idx = _candidates(sc["sph_on"][:, k], d, sid, dd, cam, centre, s[:, 2])
         if idx.size == 0:
             continue
-        sk = s[idx // P]
-        c = centre[idx // P]
+        sk = s[sid[idx]]
+        c = centre[sid[idx]]
         oc = o[idx] - c
-        bb = (d[idx] * oc).sum(-1)
-        cc = (oc * oc).sum(-1) - sk[:, 2] ** 2
+        bb = _dot(d[idx], oc)
+        cc = _dot(oc, oc) - sk[:, 2] ** 2
         disc = np.maximum(bb * bb - dd[idx] * cc, 0.0)
         t = (-bb - np.sqrt(disc)) / dd[idx]
         p = o[idx] + t[:, None] * d[idx]
@@ -447,10 +453,10 @@ def cast(sc: dict[str, np.ndarray], dirs: np.ndarray) -> _Hits:
         cyl = sc["cyls"][:, k]
         centre = np.stack([cyl[:, 0], cyl[:, 1], cyl[:, 3] / 2], -1)
         radius = np.sqrt(cyl[:, 2] ** 2 + (cyl[:, 3] / 2) ** 2)
-        idx = _candidates(sc["cyl_on"][:, k], P, o, d, dd, centre, radius)
+        idx = _candidates(sc["cyl_on"][:, k], d, sid, dd, cam, centre, radius)
         if idx.size == 0:
             continue
-        ck = cyl[idx // P]
+        ck = cyl[sid[idx]]
         cx, cyy, r, h = ck[:, 0], ck[:, 1], ck[:, 2], ck[:, 3]
         oi, di = o[idx], d[idx]
         ox, oy = oi[:, 0] - cx, oi[:, 1] - cyy
@@ -476,41 +482,49 @@ def cast(sc: dict[str, np.ndarray], dirs: np.ndarray) -> _Hits:
 def texture_parity(hits: _Hits) -> np.ndarray:
     """0/1 texture cell of every hit (see ``_TEXTURE``)."""
     per = _TEX_PERIOD[hits.cls]
-    c1 = np.floor(((hits.q * _TEX_U1[hits.cls]).sum(-1) + hits.phase) / per)
-    c2 = np.floor(((hits.q * _TEX_U2[hits.cls]).sum(-1) + hits.phase) / per)
+    c1 = np.floor((_dot(hits.q, _TEX_U1[hits.cls]) + hits.phase) / per)
+    c2 = np.floor((_dot(hits.q, _TEX_U2[hits.cls]) + hits.phase) / per)
     return ((c1 + c2).astype(np.int64) % 2).astype(np.int64)
 
 
-def shade(sc: dict[str, np.ndarray], dirs: np.ndarray, hits: _Hits) -> np.ndarray:
-    """Lambertian RGB in [0, 1] (before noise) for every hit: [S, P, 3]."""
-    S = dirs.shape[0]
-    p = sc["camera"][:, None, :3] + hits.t[..., None] * dirs
-    to_l = sc["light"][:, None, :] - p
-    dist = np.sqrt((to_l * to_l).sum(-1, keepdims=True))
-    lam = np.clip((hits.n * to_l).sum(-1, keepdims=True) / np.maximum(dist, 1e-6), 0.0, 1.0)
+def shade(sc: dict[str, np.ndarray], d: np.ndarray, sid: np.ndarray, hits: _Hits) -> np.ndarray:
+    """Lambertian RGB in [0, 1] (before noise) of every hit: [N, 3]."""
+    p = sc["camera"][sid, :3] + hits.t[:, None] * d
+    to_l = sc["light"][sid] - p
+    dist = np.sqrt(_dot(to_l, to_l))[:, None]
+    lam = np.clip(_dot(hits.n, to_l)[:, None] / np.maximum(dist, 1e-6), 0.0, 1.0)
     falloff = 1.0 / (1.0 + 0.04 * dist * dist)
-    amb = sc["misc"][:, None, 0:1]
-    tint = sc["misc"][:, None, 1:4]
-    sidx = np.arange(S)[:, None]
-    base = sc["colours"][sidx, hits.cls]  # [S, P, 3]
-    contrast = sc["contrast"][sidx, hits.cls]
-    tex = np.where(texture_parity(hits) == 1, contrast, 1.0)[..., None]
+    amb = sc["misc"][sid, 0:1]
+    tint = sc["misc"][sid, 1:4]
+    base = sc["colours"][sid, hits.cls]
+    tex = np.where(texture_parity(hits) == 1, sc["contrast"][sid, hits.cls], 1.0)[:, None]
     light = amb + (1.0 - amb) * 1.6 * lam * falloff * tint
     return np.clip(base * tex * light, 0.0, 1.0)
 
 
-def _pixel_dirs(sc: dict[str, np.ndarray], res: int, sub: int) -> np.ndarray:
-    """World ray directions (camera-z component 1, so t = z-depth) through a sub x sub grid per pixel."""
-    n = res * sub
-    centres = (np.arange(n, dtype=np.float32) + 0.5) / sub  # in pixel units of the label grid
-    v, u = np.meshgrid(centres, centres, indexing="ij")
-    f = focal_length(sc["camera"], res)[:, None]
-    dc = np.stack(
-        [(u.reshape(1, -1) - res / 2) / f, (v.reshape(1, -1) - res / 2) / f, np.ones((len(f), n * n), np.float32)],
-        -1,
-    ).astype(np.float32)
+def ray_dirs(sc: dict[str, np.ndarray], sid: np.ndarray, u: np.ndarray, v: np.ndarray, res: int) -> np.ndarray:
+    """World directions of rays through image points (u, v) (pixel i spans [i, i+1)) of scenes ``sid``.
+
+    The camera-frame direction is ((u - cx)/f, (v - cy)/f, 1), so a hit's ray parameter is its z-depth.
+    """
+    f = focal_length(sc["camera"], res)[sid].astype(np.float32)
+    dc = np.stack([(u - res / 2) / f, (v - res / 2) / f, np.ones_like(f)], -1).astype(np.float32)
     rot = camera_rotation(sc["camera"])
-    return np.einsum("sij,spj->spi", rot, dc).astype(np.float32)
+    return np.einsum("nij,nj->ni", rot[sid], dc).astype(np.float32)
+
+
+def _boundary(surf: np.ndarray, cls: np.ndarray, parity: np.ndarray, S: int, res: int) -> np.ndarray:
+    """Pixels whose surface, class or texture cell differs from a 4-neighbour (where antialiasing matters)."""
+    out = np.zeros((S, res, res), bool)
+    for f in (surf, cls, parity):
+        g = f.reshape(S, res, res)
+        dx = g[:, :, 1:] != g[:, :, :-1]
+        dy = g[:, 1:, :] != g[:, :-1, :]
+        out[:, :, 1:] |= dx
+        out[:, :, :-1] |= dx
+        out[:, 1:, :] |= dy
+        out[:, :-1, :] |= dy
+    return out.reshape(-1)
 
 
 def _neighbour_edges(depth, surf, cls, parity, res: int) -> np.ndarray:
@@ -555,53 +569,78 @@ def _corners(sc: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([room, boxes], 1).astype(np.float32), on
 
 
-def _keypoints(sc: dict[str, np.ndarray], depth: np.ndarray, res: int, sigma: float) -> np.ndarray:
-    """Heatmap [S, P]: max of Gaussians at projected corners that the z-buffer shows are not occluded."""
-    S = depth.shape[0]
+def _keypoints(sc: dict[str, np.ndarray], res: int, sigma: float) -> np.ndarray:
+    """Heatmap [S, P]: max of Gaussians at the projected corners that are visible from the camera.
+
+    Visibility is exact: a ray is cast from the camera to each corner, and the corner counts when nothing
+    is hit before it (a z-buffer comparison fails at concave room corners, which are locally the farthest
+    point, and at self-occluded back corners of boxes).
+    """
+    S = sc["camera"].shape[0]
     pts, on = _corners(sc)
-    rot = camera_rotation(sc["camera"])
-    pc = np.einsum("sji,skj->ski", rot, pts - sc["camera"][:, None, :3])  # camera frame
+    rel = pts - sc["camera"][:, None, :3]
+    pc = np.einsum("sji,skj->ski", camera_rotation(sc["camera"]), rel)  # camera frame
     f = focal_length(sc["camera"], res)[:, None]
     z = pc[..., 2]
     zs = np.where(z > 1e-3, z, 1.0)
     u, v = f * pc[..., 0] / zs + res / 2, f * pc[..., 1] / zs + res / 2
-    iu, iv = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
-    inside = (z > 0.05) & (iu >= 0) & (iu < res) & (iv >= 0) & (iv < res)
-    zb = depth.reshape(S, res, res)
-    pad = np.pad(zb, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    zmax = np.max([pad[:, i : i + res, j : j + res] for i in range(3) for j in range(3)], axis=0)
-    sidx = np.arange(S)[:, None]
-    near = zmax[sidx, np.clip(iv, 0, res - 1), np.clip(iu, 0, res - 1)]
-    visible = on & inside & (z <= near * 1.02 + 0.01)
-    grid = np.arange(res, dtype=np.float32) + 0.5
-    gx = np.exp(-((grid[None, None, :] - u[..., None]) ** 2) / (2 * sigma**2))  # [S, K, W]
-    gy = np.exp(-((grid[None, None, :] - v[..., None]) ** 2) / (2 * sigma**2))  # [S, K, H]
-    g = gy[..., :, None] * gx[..., None, :] * visible[..., None, None]
-    return g.max(1).reshape(S, -1).astype(np.float32)
+    cand = on & (z > 0.05) & (u >= 0) & (u < res) & (v >= 0) & (v < res)
+    cs, ck = np.nonzero(cand)
+    visible = np.zeros_like(cand)
+    if cs.size:
+        t = cast(sc, rel[cs, ck] / z[cs, ck, None], cs).t  # camera-z of the direction is 1: t = depth
+        zc = z[cs, ck]
+        visible[cs, ck] = t >= zc * (1 - 1e-3) - 1e-3
+    heat = np.zeros((S, res, res), np.float32)
+    vs, vk = np.nonzero(visible)  # sorted by scene
+    if vs.size:
+        grid = np.arange(res, dtype=np.float32) + 0.5
+        gx = np.exp(-((grid[None, :] - u[vs, vk][:, None]) ** 2) / (2 * sigma**2))  # [V, W]
+        gy = np.exp(-((grid[None, :] - v[vs, vk][:, None]) ** 2) / (2 * sigma**2))  # [V, H]
+        g = gy[:, :, None] * gx[:, None, :]
+        scenes, starts = np.unique(vs, return_index=True)
+        heat[scenes] = np.maximum.reduceat(g, starts, axis=0)
+    return heat.reshape(S, -1)
 
 
 def render_chunk(scenes: Sequence[dict[str, np.ndarray]], params: GenParams) -> dict[str, np.ndarray]:
-    """Render a list of sampled scenes at once; returns per-scene label arrays (see ``generate``)."""
+    """Render a list of sampled scenes at once; returns per-scene label arrays (see ``generate``).
+
+    Labels come from the ray through each pixel centre. With ``supersample`` k > 1 the RGB of pixels on a
+    surface/class/texture boundary is the mean of k x k sub-pixel rays (adaptive antialiasing: elsewhere the
+    shading is smooth and the centre ray already gives the pixel's colour).
+    """
     res, sub = params.resolution, params.supersample
     sc = {k: np.stack([s[k] for s in scenes]) for k in scenes[0]}
-    S = len(scenes)
-    dirs = _pixel_dirs(sc, res, 1)
-    hits = cast(sc, dirs)
+    S, P = len(scenes), res * res
+    sid = np.repeat(np.arange(S), P)
+    pix = np.tile(np.arange(P), S)
+    u, v = (pix % res).astype(np.float32) + 0.5, (pix // res).astype(np.float32) + 0.5
+    d = ray_dirs(sc, sid, u, v, res)
+    hits = cast(sc, d, sid)
     parity = texture_parity(hits)
+    rgb = shade(sc, d, sid, hits)
     if sub > 1:
-        sdirs = _pixel_dirs(sc, res, sub)
-        rgb = shade(sc, sdirs, cast(sc, sdirs)).reshape(S, res, sub, res, sub, 3).mean((2, 4))
-    else:
-        rgb = shade(sc, dirs, hits).reshape(S, res, res, 3)
+        sel = np.flatnonzero(_boundary(hits.surf, hits.cls, parity, S, res))
+        if sel.size:
+            off = (np.arange(sub, dtype=np.float32) + 0.5) / sub - 0.5
+            ou, ov = np.meshgrid(off, off, indexing="xy")
+            su = (u[sel, None] + ou.reshape(1, -1)).ravel()
+            sv = (v[sel, None] + ov.reshape(1, -1)).ravel()
+            ssid = np.repeat(sid[sel], sub * sub)
+            sd = ray_dirs(sc, ssid, su, sv, res)
+            rgb[sel] = shade(sc, sd, ssid, cast(sc, sd, ssid)).reshape(sel.size, sub * sub, 3).mean(1)
+    rgb = rgb.reshape(S, res, res, 3)
+    dirs = d.reshape(S, P, 3)
     rgb = np.clip(rgb + params.noise_std * sc["noise"], 0.0, 1.0)
     rot = camera_rotation(sc["camera"])
-    n_cam = np.einsum("sji,spj->spi", rot, hits.n)
-    dc = np.einsum("sji,spj->spi", rot, dirs)
-    n_cam = np.where(((n_cam * dc).sum(-1) > 0)[..., None], -n_cam, n_cam)
+    n_cam = np.matmul(hits.n.reshape(S, -1, 3), rot)  # camera-from-world = rot^T
+    dc = np.matmul(dirs, rot)
+    n_cam = np.where((_dot(n_cam, dc) > 0)[..., None], -n_cam, n_cam)
     n_cam /= np.linalg.norm(n_cam, axis=-1, keepdims=True)
-    edges = _neighbour_edges(hits.t, hits.surf, hits.cls, parity, res)
+    edges = _neighbour_edges(hits.t.reshape(S, -1), hits.surf, hits.cls, parity, res)
     sigma = params.keypoint_sigma * res / 64.0
-    kp = _keypoints(sc, hits.t, res, sigma)
+    kp = _keypoints(sc, res, sigma)
     f = focal_length(sc["camera"], res)
     return {
         "rgb": np.round(rgb * 255).astype(np.uint8),
@@ -625,7 +664,7 @@ def generate(params: GenParams, chunk_rays: int = 1 << 17) -> dict[str, np.ndarr
         raise ValueError(f"unknown split {params.split!r}; expected one of {sorted(SPLIT_STREAMS)}")
     res = params.resolution
     stream = SPLIT_STREAMS[params.split]
-    chunk = max(1, chunk_rays // (res * res * max(1, params.supersample) ** 2))
+    chunk = max(1, chunk_rays // (res * res))
     parts: list[dict[str, np.ndarray]] = []
     for start in range(0, params.n, chunk):
         idx = range(start, min(params.n, start + chunk))
@@ -722,6 +761,9 @@ class SyntheticScenes(Dataset):
         augment: bool | None = None,
         seed: int = 0,
         n: int | None = None,
+        n_train: int | None = None,
+        n_val: int | None = None,
+        n_test: int | None = None,
         supersample: int = 2,
         noise_std: float = 0.02,
         image_norm: str = "center",
@@ -740,9 +782,13 @@ class SyntheticScenes(Dataset):
         if supersample not in (1, 2, 3, 4):
             raise ValueError(f"supersample must be 1-4, got {supersample}")
         self.split = split
+        per_split = {"train": n_train, "val": n_val, "test": n_test}[split]
+        size = n if n is not None else per_split if per_split is not None else DEFAULT_SIZES[split]
+        if int(size) < 1:
+            raise ValueError(f"synthetic_scenes {split} size must be >= 1, got {size}")
         self.params = GenParams(
             split=split,
-            n=int(DEFAULT_SIZES[split] if n is None else n),
+            n=int(size),
             seed=int(seed),
             resolution=res,
             supersample=int(supersample),
@@ -798,8 +844,12 @@ def build(
     seed: int = 0,
     **opts: Any,
 ) -> SyntheticScenes:
-    """Registry entry point; ``root`` is the cache directory. Options: n, supersample, noise_std, image_norm."""
-    allowed = {"n", "supersample", "noise_std", "image_norm"}
+    """Registry entry point; ``root`` is the cache directory.
+
+    Options: ``n`` (this split's size) or ``n_train``/``n_val``/``n_test`` (defaults 2000/200/500),
+    ``supersample`` (1-4, default 2), ``noise_std`` (0.02), ``image_norm`` (``center`` | ``imagenet``).
+    """
+    allowed = {"n", "n_train", "n_val", "n_test", "supersample", "noise_std", "image_norm"}
     unknown = sorted(set(opts) - allowed)
     if unknown:
         raise ValueError(f"unknown synthetic_scenes option(s) {unknown}; allowed: {sorted(allowed)}")

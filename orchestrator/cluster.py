@@ -1,0 +1,178 @@
+"""Where the sweep runs: an embedded local Ray (default), an existing cluster, or a Ray Job.
+
+Two Ray instances on one machine (a test's ``ray start`` cluster and an embedded ``ray.init()``) confuse each
+other unless every start names its address: the embedded instance is therefore always started with
+``address="local"``, its own short temp dir and its own dashboard port, and never by auto-detection.
+
+Token authentication (on by default for local clusters in recent Ray): Ray auto-enables it only when it
+finds the cluster itself; for an explicit address or a Jobs client we enable it whenever a token is
+available (``~/.ray/auth_token`` or ``RAY_AUTH_TOKEN``), unless ``RAY_AUTH_MODE`` is set explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+#: Source packages a Ray Job needs (the runtime_env working_dir is staged from these, not the whole repo).
+PACKAGES = ("orchestrator", "trainers", "baselines", "search_spaces", "results")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def enable_token_auth_if_available() -> bool:
+    """Use token auth when a token exists and the user did not choose a mode (returns whether it is on)."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None:
+        return mode.lower() == "token"
+    has_token = bool(os.environ.get("RAY_AUTH_TOKEN")) or (Path.home() / ".ray" / "auth_token").is_file()
+    if not has_token:
+        return False
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:  # refresh Ray's cached config in case ray was imported before the variable was set
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+        _enable_token_auth()
+    except Exception:
+        pass
+    return True
+
+
+@dataclass
+class Session:
+    """A live connection; ``close()`` shuts down what we started (and only that)."""
+
+    address: str
+    embedded: bool
+    num_cpus: float
+    num_gpus: float
+    temp_dir: str | None = None
+
+    def close(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        if self.temp_dir and not os.environ.get("ADAPMTL_KEEP_RAY_TMP"):
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def resolve_address(cli_address: str | None, spec_address: str | None) -> str | None:
+    """``--address`` > spec ``ray.address`` > ``RAY_ADDRESS`` (set inside a Ray Job) > embedded (None)."""
+    for a in (cli_address, spec_address, os.environ.get("RAY_ADDRESS")):
+        if a and a != "local":
+            return a
+    return None
+
+
+def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> Session:
+    """Connect to ``address`` or start an embedded local Ray sized to this machine."""
+    import ray
+
+    env_vars = {k: os.environ[k] for k in ("MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY",
+                                           "ADAPMTL_FAULT_KILL_AT_STEP", "OMP_NUM_THREADS") if k in os.environ}
+    common: dict[str, Any] = dict(log_to_driver=bool(os.environ.get("ADAPMTL_RAY_LOGS")),
+                                  logging_level="WARNING", ignore_reinit_error=True)
+    if address is None or address == "local":
+        temp_dir = tempfile.mkdtemp(prefix="adapmtl-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
+        cpus = num_cpus or os.cpu_count() or 1
+        ray.init(address="local", num_cpus=cpus, num_gpus=num_gpus, _temp_dir=temp_dir,
+                 include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port(),
+                 runtime_env={"env_vars": env_vars} if env_vars else None, **common)
+        res = ray.cluster_resources()
+        return Session(address=ray.get_runtime_context().gcs_address, embedded=True,
+                       num_cpus=res.get("CPU", cpus), num_gpus=res.get("GPU", 0), temp_dir=temp_dir)
+    if address != "auto":
+        enable_token_auth_if_available()
+    try:
+        ray.init(address=address, **common)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConnectionError(f"cannot connect to Ray at {address}: {first}") from None
+    res = ray.cluster_resources()
+    return Session(address=address, embedded=False, num_cpus=res.get("CPU", 0), num_gpus=res.get("GPU", 0))
+
+
+# -- Ray Jobs ------------------------------------------------------------------------------------------
+def stage_working_dir(spec_text: str, dest: Path) -> Path:
+    """A minimal working_dir for the job: the source packages plus the spec (no venv, no results)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pt", ".adapmtl", "*.db")
+    for pkg in PACKAGES:
+        src = REPO_ROOT / pkg
+        if src.is_dir():
+            shutil.copytree(src, dest / pkg, ignore=ignore, dirs_exist_ok=True)
+    if (REPO_ROOT / "examples").is_dir():
+        shutil.copytree(REPO_ROOT / "examples", dest / "examples", ignore=ignore, dirs_exist_ok=True)
+    (dest / "sweep.yaml").write_text(spec_text)
+    return dest
+
+
+def job_client(address: str) -> Any:
+    from ray.job_submission import JobSubmissionClient
+
+    enable_token_auth_if_available()
+    try:
+        return JobSubmissionClient(address)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConnectionError(f"cannot reach the Ray Jobs API at {address}: {first}") from None
+
+
+def submit(spec_text: str, address: str, *, tracking_uri: str, workdir: str, python: str | None = None,
+           extra_args: list[str] | None = None) -> tuple[str, Any]:
+    """Submit ``adapmtl run`` of the spec as a Ray Job; returns (job id, client).
+
+    The entrypoint uses an explicit interpreter: ``ray job submit`` would otherwise run the head node's
+    ``python`` on PATH, which need not have this project (or Ray) installed. ``sys.executable`` is right for a
+    local head started from this environment; pass ``python`` for a remote cluster.
+    """
+    client = job_client(address)
+    env_vars = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true",
+                "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    for k in ("RAY_AUTH_MODE", "OMP_NUM_THREADS", "ADAPMTL_FAULT_KILL_AT_STEP"):
+        if k in os.environ:
+            env_vars[k] = os.environ[k]
+    staging = Path(tempfile.mkdtemp(prefix="adapmtl-job-"))
+    try:
+        stage_working_dir(spec_text, staging)
+        cmd = [python or sys.executable, "-m", "orchestrator.cli", "run", "sweep.yaml", "--address", "auto",
+               "--tracking-uri", tracking_uri, "--workdir", workdir, *(extra_args or [])]
+        job_id = client.submit_job(entrypoint=shlex.join(cmd),
+                                   runtime_env={"working_dir": str(staging), "env_vars": env_vars})
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return job_id, client
+
+
+def follow(client: Any, job_id: str, *, out: Any = None, poll_s: float = 2.0) -> str:
+    """Print the job's logs as they grow until it ends; returns the final status name."""
+    from ray.job_submission import JobStatus
+
+    out = out or sys.stdout
+    printed = 0
+    while True:
+        status = client.get_job_status(job_id)
+        logs = client.get_job_logs(job_id)
+        if len(logs) > printed:
+            out.write(logs[printed:])
+            out.flush()
+            printed = len(logs)
+        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            return str(status.value if hasattr(status, "value") else status)
+        time.sleep(poll_s)

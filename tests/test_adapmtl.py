@@ -1,0 +1,266 @@
+"""AdapMTL method: parameters, the target rule (freeze θ / fix the mask) without host syncs, logging, resume.
+
+These tests drive the method's hooks with a hand-written loop in the engine's order (task_weights → backward →
+before_optimizer_step → optimizer.step → after_optimizer_step) on a tiny model and random data, so they run
+in seconds; tests/test_adapmtl_engine.py runs the real engine on synthetic scenes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainers.adapmtl import AdapMTL, AdapMTLParams, effective_warmup, lambda_factor
+from trainers.methods import MethodContext, build_method, validate_params
+from trainers.models import build_model
+from trainers.soft_threshold import iter_parametrized
+from trainers.sparsity import numel_per_component, sparsity_report
+
+TASKS = {"segment_semantic": 5, "normal": 3, "depth_zbuffer": 1}
+
+
+def _losses(out, batch):
+    return {t: ((out[t] - batch[t]) ** 2).mean() for t in TASKS}
+
+
+def _batch(step: int):
+    g = torch.Generator().manual_seed(1000 + step)
+    x = torch.randn(2, 3, 24, 24, generator=g)
+    return {"image": x, **{t: torch.randn(2, c, 3, 3, generator=g) * 0.3 for t, c in TASKS.items()}}
+
+
+def _harness(params: dict, target: float | None, *, iterations: int = 30, lr: float = 1e-2, wd: float = 1e-2,
+             seed: int = 0, state_from: dict | None = None):
+    torch.manual_seed(seed)
+    model = build_model("resnet34", TASKS, width=0.0625, head_channels=16, dropout=0.0)
+    method = build_method("adapmtl", params)
+    ctx = MethodContext(
+        model=model, tasks=list(TASKS), device=torch.device("cpu"), target_sparsity=target,
+        total_iterations=iterations, next_batch=lambda: _batch(0), task_losses=_losses,
+        make_optimizer=lambda p: torch.optim.Adam(p, lr=lr, betas=(0.5, 0.999), weight_decay=wd),
+        make_scheduler=lambda o: None, train_phase=lambda *a, **k: None, workdir=Path("."),
+    )
+    method.setup(ctx)
+    opt = ctx.make_optimizer(model.parameters())
+    return model, method, opt
+
+
+def _step(model, method, opt, step: int, record: dict | None = None):
+    batch = _batch(step)
+    losses = _losses(model(batch["image"]), batch)
+    weights = method.task_weights(step, {t: v.detach() for t, v in losses.items()})
+    total = sum(weights[t] * losses[t] for t in TASKS)
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    method.before_optimizer_step(step)
+    if record is not None:
+        record.setdefault("frozen", []).append(bool(method._frozen))
+    opt.step()
+    method.after_optimizer_step(step)
+
+
+# -- parameters -------------------------------------------------------------------------------------
+def test_params_defaults_and_validation():
+    p = AdapMTLParams()
+    assert (p.theta_init, p.window, p.weighting, p.on_target, p.thresholds) == (
+        -20.0, 400, "paper", "fix_mask", "per_component")
+    assert p.threshold_lr_scale == 1.0 and p.warmup == 5000
+    with pytest.raises(ValueError, match="window"):
+        validate_params("adapmtl", {"window": 0})
+    with pytest.raises(ValueError, match="weighting"):
+        validate_params("adapmtl", {"weighting": "uncertainty"})
+    with pytest.raises(ValueError, match="unknown_knob"):
+        validate_params("adapmtl", {"unknown_knob": 1})
+
+
+def test_warmup_scales_with_short_runs():
+    assert effective_warmup(AdapMTLParams(), 20000) == 5000      # the paper's NYUv2 value
+    assert effective_warmup(AdapMTLParams(), 100000) == 5000
+    assert effective_warmup(AdapMTLParams(), 600) == 150          # a quarter of a CPU run
+    assert effective_warmup(AdapMTLParams(warmup_fraction=None), 600) == 5000
+
+
+def test_lambda_factor_units():
+    numels = {"backbone": 300, "head/a": 500, "head/b": 500}
+    assert lambda_factor(numels, AdapMTLParams()) == 1.0
+    assert lambda_factor(numels, AdapMTLParams(lam=2.0)) == 2.0
+    assert lambda_factor(numels, AdapMTLParams(lam=5.0, lam_units="absolute")) == pytest.approx(1.5)
+    assert lambda_factor(numels, AdapMTLParams(lam=5.0, use_lambda=False)) == 1.0
+    assert lambda_factor(numels, AdapMTLParams(lam=5.0, weighting="official_code")) == 1.0
+
+
+# -- the target rule -------------------------------------------------------------------------------
+def test_positive_theta_freezes_from_the_first_step_and_keeps_adam_state():
+    model, method, opt = _harness({"theta_init": 10.0, "on_target": "freeze_thresholds"}, 0.5)
+    thetas = {k: v.detach().clone() for k, v in model.soft_thresholds.theta.items()}
+    for i in range(5):
+        _step(model, method, opt, i)
+    for k, v in model.soft_thresholds.theta.items():
+        assert torch.equal(v.detach(), thetas[k])
+        state = opt.state[v]
+        assert float(state["exp_avg"]) == 0.0 and float(state["exp_avg_sq"]) == 0.0 and float(state["step"]) == 0
+    assert sparsity_report(model)["overall"] > 0.99
+
+
+def test_freeze_matches_the_official_grad_none_rule_exactly():
+    """θ trajectory with the sync-free freeze == the official host-side rule (θ.grad = None when ≥ target)."""
+    params = {"theta_init": -4.0, "on_target": "freeze_thresholds", "weighting": "equal"}
+    iters = 40
+    # find a target the run crosses in both directions (the rule is re-evaluated every step)
+    probe_model, probe, probe_opt = _harness(params, None)
+    spars = []
+    for i in range(iters):
+        _step(probe_model, probe, probe_opt, i)
+        spars.append(sparsity_report(probe_model)["overall"])
+    target = spars[iters // 3]
+
+    model, method, opt = _harness(params, target)
+    record: dict = {}
+    for i in range(iters):
+        _step(model, method, opt, i, record)
+
+    ref_model, ref, ref_opt = _harness(params, None)  # same init; the rule applied by hand, with syncs
+    ref_frozen = []
+    for i in range(iters):
+        batch = _batch(i)
+        losses = _losses(ref_model(batch["image"]), batch)
+        ref_opt.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        frozen = sparsity_report(ref_model)["overall"] >= target
+        ref_frozen.append(frozen)
+        if frozen:
+            for theta in ref_model.soft_thresholds.parameters_list():
+                theta.grad = None
+        ref_opt.step()
+    assert record["frozen"] == ref_frozen
+    assert any(ref_frozen) and not all(ref_frozen)
+    for a, b in zip(model.soft_thresholds.parameters_list(), ref_model.soft_thresholds.parameters_list()):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(opt.state[a][key], ref_opt.state[b][key], rtol=1e-5, atol=1e-9)
+
+
+def test_fix_mask_freezes_the_mask_and_keeps_effective_weights_continuous():
+    params = {"theta_init": -4.0, "weighting": "equal"}
+    probe_model, probe, probe_opt = _harness(params, None)
+    for i in range(12):
+        _step(probe_model, probe, probe_opt, i)
+    target = sparsity_report(probe_model)["overall"] * 0.97  # reached around step 10
+
+    model, method, opt = _harness(params, target)
+    fixed_at = None
+    for i in range(30):
+        batch = _batch(i)
+        losses = _losses(model(batch["image"]), batch)
+        opt.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        before = {n: m.weight.detach().clone() for mods in method.layers.values() for n, m in mods}
+        was_fixed = bool(model.soft_thresholds.fixed)
+        method.before_optimizer_step(i)
+        if fixed_at is None and bool(model.soft_thresholds.fixed):
+            fixed_at = i
+            sparsity_at_fix = sparsity_report(model)["overall"]
+            assert not was_fixed and sparsity_at_fix >= target
+            for mods in method.layers.values():
+                for n, m in mods:  # the switch does not move any effective weight
+                    torch.testing.assert_close(m.weight.detach(), before[n], rtol=0, atol=1e-7)
+            masks = {n: m.parametrizations["weight"][0].mask.clone() for mods in method.layers.values()
+                     for n, m in mods}
+            thetas = [t.detach().clone() for t in model.soft_thresholds.parameters_list()]
+        opt.step()
+        if i % 5 == 0:
+            method.log_state()  # the host learns "fixed" only here
+    assert fixed_at is not None and fixed_at < 25
+    assert sparsity_report(model)["overall"] == pytest.approx(sparsity_at_fix, abs=1e-12)
+    for mods in method.layers.values():
+        for n, m in mods:
+            mask = m.parametrizations["weight"][0].mask
+            assert torch.equal(mask, masks[n])
+            assert bool((m.weight.detach()[~mask] == 0).all())
+    for a, b in zip(model.soft_thresholds.parameters_list(), thetas):
+        assert torch.equal(a.detach(), b)
+    assert model.soft_thresholds.fixed_known
+
+
+def test_minus_1000_stays_dense_in_the_loop():
+    model, method, opt = _harness({"theta_init": -1000.0}, 0.9)
+    for i in range(10):
+        _step(model, method, opt, i)
+    assert sparsity_report(model)["overall"] == 0.0
+    assert not bool(method._frozen)
+
+
+def test_threshold_lr_scale_speeds_theta_up():
+    thetas = {}
+    for scale in (1.0, 10.0):
+        model, method, opt = _harness({"theta_init": -20.0, "threshold_lr_scale": scale, "weighting": "equal"},
+                                      0.99, lr=1e-3)
+        for i in range(5):
+            _step(model, method, opt, i)
+        thetas[scale] = float(model.soft_thresholds.theta_value("backbone"))
+    moved = {s: t + 20.0 for s, t in thetas.items()}
+    assert moved[1.0] > 0  # weight decay raises θ (the official mechanism)
+    assert moved[10.0] == pytest.approx(10 * moved[1.0], rel=0.05)
+
+
+# -- logging and resume ----------------------------------------------------------------------------
+def test_log_state_names_and_requested_vs_achieved():
+    model, method, opt = _harness({"theta_init": -4.0, "thresholds": "backbone_and_heads"}, 0.5)
+    _step(model, method, opt, 0)
+    logged = method.log_state()
+    for comp in ("backbone", *(f"head/{t}" for t in TASKS)):
+        assert f"threshold/{comp}" in logged and f"theta/{comp}" in logged
+    assert logged["threshold/head/normal"] == logged["threshold/head/depth_zbuffer"]
+    assert {"adapmtl/frozen", "adapmtl/mask_fixed", "adapmtl/target_sparsity",
+            "adapmtl/beta/normal", "adapmtl/overall_sparsity_at_check"} <= set(logged)
+    art = method.extra_artifacts()
+    assert art["requested_sparsity"] == 0.5
+    assert art["achieved_sparsity"] == pytest.approx(sparsity_report(model)["overall"])
+    assert "achieved_sparsity/head/normal" in art
+
+
+def test_method_state_round_trip_reproduces_theta_and_beta():
+    params = {"theta_init": -4.0, "window": 3, "warmup": 2, "warmup_fraction": None}
+    full_model, full, full_opt = _harness(params, 0.4, iterations=16)
+    for i in range(16):
+        _step(full_model, full, full_opt, i)
+
+    part_model, part, part_opt = _harness(params, 0.4, iterations=16)
+    for i in range(8):
+        _step(part_model, part, part_opt, i)
+    saved = {"model": part_model.state_dict(), "opt": part_opt.state_dict(), "method": part.state_dict()}
+    model, method, opt = _harness(params, 0.4, iterations=16, seed=123)  # fresh set-up, other init
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["opt"])
+    method.load_state_dict(saved["method"])
+    for i in range(8, 16):
+        _step(model, method, opt, i)
+    for a, b in zip(model.soft_thresholds.parameters_list(), full_model.soft_thresholds.parameters_list()):
+        torch.testing.assert_close(a.detach(), b.detach())
+    torch.testing.assert_close(method.weighting.beta, full.weighting.beta)
+    for (_, wa, pa), (_, wb, pb) in zip(iter_parametrized(method.layers), iter_parametrized(full.layers)):
+        torch.testing.assert_close(wa, wb)
+        assert torch.equal(pa.mask, pb.mask)
+
+
+def test_registered_and_metadata():
+    method = build_method("adapmtl", {})
+    assert isinstance(method, AdapMTL) and method.metadata.bibtex_key == "xiang2024adapmtl"
+
+
+def test_search_space_is_valid_for_the_params():
+    from search_spaces import check_param, representative, space_for
+
+    spec = space_for("adapmtl")
+    assert {"theta_init", "lam", "window"} <= set(spec.space)
+    for name, domain in spec.space.items():
+        check_param(name, domain)
+    validate_params("adapmtl", {**spec.fixed, **{k: representative(v) for k, v in spec.space.items()}})
+
+
+def test_numel_helper_sees_every_component():
+    model, method, _ = _harness({}, 0.9)
+    assert set(method.numels) == {"backbone", *(f"head/{t}" for t in TASKS)}
+    assert method.numels == numel_per_component(model)

@@ -36,6 +36,7 @@ from torch import nn
 from baselines.erk import erk_densities
 from trainers.masking import (
     MaskedMethod,
+    all_reduce_,
     apportion,
     magnitude_scores,
     preserved_buffers,
@@ -141,6 +142,13 @@ def exact_unanimous_counts(ranks: _Ranks, target: int) -> dict[str, int]:
     if kept != target:  # pragma: no cover - each step adds at most one weight
         raise RuntimeError(f"unanimous count {kept} != {target}")
     return counts
+
+
+def _fill(chosen: list[torch.Tensor], scores: list[torch.Tensor], n: int) -> list[torch.Tensor]:
+    """Add the ``n`` best-scoring positions (chosen ones must score ``-inf``) to the masks, globally."""
+    extra = topk_mask(torch.cat([s.reshape(-1) for s in scores]), n)
+    parts = extra.split([s.numel() for s in scores])
+    return [c | e.reshape(c.shape) for c, e in zip(chosen, parts, strict=True)]
 
 
 class DiSparse(MaskedMethod):
@@ -259,6 +267,7 @@ class DiSparse(MaskedMethod):
                 with torch.no_grad():
                     for w, s in zip(originals, saved, strict=True):
                         w.copy_(s)
+        all_reduce_([a for t in ctx.tasks for a in acc[t]])
         return acc
 
     # -- dynamic ---------------------------------------------------------------------------------------
@@ -360,28 +369,39 @@ class DiSparse(MaskedMethod):
             with torch.no_grad():
                 for m, s in zip(masks.masks(), saved, strict=True):
                     m.copy_(s)
+        all_reduce_([a for t in ctx.tasks for a in acc[t]])
         return acc
 
     def _final_prune(self) -> None:
-        """Back to exactly the ERK counts per layer (Σ = target); then the masks stay fixed."""
-        masks = self.masks
-        assert masks is not None
-        # A weight regrown at zero whose gradient stayed exactly zero (a dead unit) is still zero here and,
-        # with coupled weight decay, would stay zero for good: it counts as pruned in the sparsity report.
-        # So only non-zero alive weights qualify for the per-layer counts; a layer short of them hands its
-        # shortfall to the global magnitude ranking of the remaining alive weights (zeros last).
+        """Back to exactly the ERK counts per layer (Σ = target); then the masks stay fixed.
+
+        A weight regrown at zero whose gradient stayed exactly zero (a dead unit) is still zero here and, with
+        coupled weight decay, would stay zero for good — it counts as pruned in the sparsity report. So only
+        non-zero alive weights fill the per-layer counts; a shortfall (a layer short of live weights, or
+        regrowth that found too few pruned positions with a gradient) is filled globally: first by the
+        magnitude of the remaining live weights, then by the tasks' gradient at pruned positions (one more
+        gradient pass, as an update's regrowth), so every kept weight moves off zero at the next step.
+        """
+        masks, ctx = self.masks, self.ctx
+        assert masks is not None and ctx is not None
         live = [m & (w != 0) for m, w in zip(masks.masks(), masks.originals(), strict=True)]
         available = torch.stack([lv.sum() for lv in live]).tolist()  # one sync (final step only)
         scores = [torch.where(lv, w.detach().abs(), -math.inf) for lv, w in zip(live, masks.originals(), strict=True)]
         counts = [min(a, k) for a, k in zip(available, self.layer_keep, strict=True)]
         new = [topk_mask(s.reshape(-1), n).reshape(s.shape) for s, n in zip(scores, counts, strict=True)]
         deficit = self.target_keep - sum(counts)
+        spare = sum(available) - sum(counts)
+        if deficit > 0 and spare > 0:
+            new = _fill(new, [torch.where(n, -math.inf, s) for n, s in zip(new, scores, strict=True)],
+                        min(deficit, spare))
+            deficit -= min(deficit, spare)
         if deficit > 0:
-            rest = [torch.where(n, -math.inf, torch.where(m, s.clamp_min(-1.0), -math.inf))
-                    for n, s, m in zip(new, scores, masks.masks(), strict=True)]
-            extra = topk_mask(torch.cat([r.reshape(-1) for r in rest]), deficit)
-            parts = extra.split([r.numel() for r in rest])
-            new = [n | e.reshape(n.shape) for n, e in zip(new, parts, strict=True)]
+            grads = self._task_gradients(ctx)
+            best = [torch.zeros_like(m, dtype=torch.float32) for m in masks.masks()]
+            for t in ctx.tasks:
+                for i, g in zip(self._theta(t), grads[t], strict=True):
+                    best[i] = torch.maximum(best[i], g.float())
+            new = _fill(new, [torch.where(n, -math.inf, g) for n, g in zip(new, best, strict=True)], deficit)
         masks.set_masks(new)
         self.final_done = True
         self.rate = 0.0

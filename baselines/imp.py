@@ -44,12 +44,14 @@ def prune_steps(rounds: int, iterations: int, params: IMPParams) -> list[int]:
         return []
     every = params.prune_every
     if every is None:
-        span = int(params.end_fraction * iterations) - params.start_step
-        every = max(1, span // rounds)
-    steps = [params.start_step + every * (j + 1) for j in range(rounds)]
+        # evenly spread (several rounds may share a step when the run is shorter than the schedule)
+        span = max(1, int(params.end_fraction * iterations) - params.start_step)
+        steps = [params.start_step + -(-(j + 1) * span // rounds) for j in range(rounds)]
+    else:
+        steps = [params.start_step + every * (j + 1) for j in range(rounds)]
     if steps[-1] > iterations:
         raise ValueError(
-            f"IMP needs {rounds} rounds every {every} steps from step {params.start_step}, "
+            f"IMP needs {rounds} rounds (every {every or 'auto'} steps from step {params.start_step}), "
             f"which ends at {steps[-1]} > {iterations} iterations"
         )
     return steps

@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 from pydantic import Field
 
-from trainers.masking import MaskedMethod, global_topk_masks, preserved_buffers
+from trainers.masking import MaskedMethod, all_reduce_, global_topk_masks, preserved_buffers
 from trainers.methods import MethodContext, MethodMetadata, MethodParams
 
 
@@ -43,6 +43,7 @@ def snip_scores(ctx: MethodContext, originals: list[torch.Tensor], batches: int,
                         acc.add_(g)
         finally:
             model.train(was_training)
+    all_reduce_(grads)
     with torch.no_grad():
         return [(g * w).abs() for g, w in zip(grads, originals, strict=True)]
 

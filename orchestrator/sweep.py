@@ -15,6 +15,7 @@ Resume design (robust to a driver killed at any point):
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -150,10 +151,21 @@ def _phase_references(plan: Plan, session: Any, base: dict[str, Any]) -> dict[st
             _log(f"reference {ref.id} did not finish; its groups are skipped")
             continue
         metrics = tracking.reference_metrics(run)
+        zeros = _zero_references(metrics)
+        if zeros:
+            _log(f"reference {ref.id}: {', '.join(zeros)} = 0, so ΔT (a relative change) is undefined; its "
+                 "groups are skipped (train the reference longer or drop that task)")
+            continue
         metrics["final"] = str(Path(base["runs_dir"]) / ref.run_key / "final.pt")
         metrics["run_id"] = run.info.run_id
         out[ref.id] = metrics
     return out
+
+
+def _zero_references(metrics: dict[str, Any]) -> list[str]:
+    """Reference metrics that are exactly 0: ΔT's relative change is undefined for them (DESIGN §3.5)."""
+    return sorted({f"{t}/{m}" for split in ("val", "test") for t, ms in metrics[split].items()
+                   for m, v in ms.items() if v == 0})
 
 
 def _phase_groups(plan: Plan, session: Any, base: dict[str, Any], references: dict[str, Any],
@@ -195,6 +207,9 @@ def _run_tuner(plan: Plan, name: str, ctx: TrialContext, unit_ids: list[str], se
     from orchestrator.progress import ProgressLine
     from search_spaces import to_tune
 
+    # Ray's new console output prints an experiment banner even at verbose=0; the legacy reporter honours it
+    # (our ProgressLine is the status line).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     spec = plan.spec
     s = spec.search
     resources, occupied = _per_trial(spec, ctx.cpus)
@@ -220,6 +235,8 @@ def _run_tuner(plan: Plan, name: str, ctx: TrialContext, unit_ids: list[str], se
         elif s.algorithm == "optuna":
             import optuna
             from ray.tune.search.optuna import OptunaSearch
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
 
             search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=s.seed + searched.seed))
         scheduler = None

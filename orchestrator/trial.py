@@ -245,11 +245,14 @@ def _run_engine(job: dict[str, Any], *, report: Any, rank: int, device: Any = No
         result = train(cfg, reporter, workdir=workdir, reference=job["reference"], resume=True, device=device,
                        on_validation=on_validation,
                        dense_checkpoint=Path(job["dense_checkpoint"]) if job["dense_checkpoint"] else None)
-    except NonFiniteLossError as exc:
-        # Recorded FAILED (with the reason) by the engine; the trial ends normally with the worst objective
-        # so the search learns from it and Tune does not retry a run that would diverge again.
+    except Exception as exc:
+        # Recorded FAILED (with the reason) by the engine. A Python exception (NaN loss, a bad config) would
+        # happen again on a retry, so the trial ends normally with the worst objective: the search learns
+        # from it and Tune does not retry it. Retries are for dead processes (killed worker, OOM), which
+        # never get here.
+        kind = "non-finite loss" if isinstance(exc, NonFiniteLossError) else type(exc).__name__
         m = {"step": cfg.train.iterations, "mlflow_run_id": run_id, "run_key": key, "trial_failed": 1,
-             "completed": 1, "failure": str(exc)[:300]}
+             "completed": 1, "failure": f"{kind}: {str(exc)[:300]}"}
         if job["needs_objective"]:
             m["objective"] = worst(ctx)
         report(m, step=cfg.train.iterations, workdir=None)

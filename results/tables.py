@@ -37,6 +37,11 @@ LAST_METHODS: tuple[str, ...] = ("adapmtl",)
 #: achieved sparsity is shown next to the target when they differ by more than this (fraction).
 SPARSITY_TOLERANCE = 0.001
 UP, DOWN = "↑", "↓"
+#: the sparsity of the paper's Tables 1–3; the default when a sweep has several covered equally well
+PAPER_SPARSITY = 0.9
+ARCH_LABELS: dict[str, str] = {"resnet34": "DeepLab-ResNet34", "mobilenetv2": "MobileNetV2"}
+DATASET_LABELS: dict[str, str] = {"nyuv2": "NYUv2", "taskonomy": "Tiny-Taskonomy",
+                                  "synthetic_scenes": "synthetic scenes"}
 DT_PREFIX = "dt/"
 
 TASK_LABELS: dict[str, tuple[str, str]] = {  # name → (long, short head label)
@@ -73,6 +78,7 @@ class Table:
     best_within: str | None = None  # index level inside which "best" is decided (sweep/cost: per arch)
     citations: dict[Any, str] = field(default_factory=dict)  # row label → BibTeX key
     bibtex: dict[str, str] = field(default_factory=dict)
+    references: dict[str, str] = field(default_factory=dict)  # BibTeX key → "Title (year)"
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -112,6 +118,8 @@ def method_info(name: str) -> dict[str, Any]:
         "display": display,
         "bibtex_key": meta.get("bibtex_key") or None,
         "bibtex": meta.get("bibtex") or "",
+        "title": meta.get("title") or display,
+        "year": meta.get("year"),
     }
 
 
@@ -262,8 +270,9 @@ def _at_sparsity(runs: pd.DataFrame, sparsity: float | None) -> tuple[pd.DataFra
         return runs, None
     # "covered by most methods" rather than most runs, so one method's big search does not decide
     by_target = trials.groupby(S.TAG_TARGET_SPARSITY)[S.TAG_METHOD].nunique()
-    if sparsity is None:
-        target = sorted(by_target[by_target == by_target.max()].index)[-1]
+    if sparsity is None:  # covered by most methods; ties → closest to the paper's headline 90 %
+        tied = by_target[by_target == by_target.max()].index
+        target = min(tied, key=lambda t: (abs(float(t) - PAPER_SPARSITY), -float(t)))
     else:
         target = _choose(trials, S.TAG_TARGET_SPARSITY, sparsity, "target sparsity")
     keep = (runs[S.TAG_ROLE] == S.ROLE_REFERENCE) | np.isclose(runs[S.TAG_TARGET_SPARSITY].astype(float), target)
@@ -290,12 +299,14 @@ def _cite(table: Table, label: Any, method: str) -> None:
         table.citations[label] = info["bibtex_key"]
         if info["bibtex"]:
             table.bibtex[info["bibtex_key"]] = info["bibtex"]
+        year = f" ({info['year']})" if info["year"] else ""
+        table.references[info["bibtex_key"]] = f"{info['title']}{year}"
 
 
 def _convention_text(convention: str) -> str:
     how = ("sum over the task's metrics (as the paper's tables)" if convention == "paper"
            else "mean over the task's metrics (Eq. 7)")
-    return (f"$\\Delta_{{T_t}}$: relative change vs. the dense model in %, signed so higher is better, "
+    return (f"$\\Delta_{{T_t}}$: relative change vs. the dense model in \\%, signed so higher is better, "
             f"{how}; $\\Delta_T$: mean over tasks")
 
 
@@ -317,8 +328,9 @@ def _tasks_of(runs: pd.DataFrame) -> list[str]:
 
 def _method_rows(runs: pd.DataFrame) -> list[tuple[str, Any]]:
     pairs = runs[[S.TAG_METHOD, S.TAG_VARIANT]].drop_duplicates().itertuples(index=False)
+    # variants of a method before the method itself, as the paper lists "AdapMTL w/o ..." above "AdapMTL"
     return sorted(((m, v) for m, v in pairs),
-                  key=lambda p: (method_sort_key(p[0]), "" if not isinstance(p[1], str) else p[1]))
+                  key=lambda p: (method_sort_key(p[0]), not p[1], p[1] if isinstance(p[1], str) else ""))
 
 
 # -- comparison (Tables 1–2) ----------------------------------------------------------------------------
@@ -384,7 +396,19 @@ def comparison(df: pd.DataFrame, *, dataset: str | None = None, arch: str | None
 
 
 def _latex_name(s: str) -> str:
-    return str(s).replace("_", "\\_")
+    """Display name of an architecture or dataset, LaTeX-escaped (captions are LaTeX)."""
+    name = ARCH_LABELS.get(str(s)) or DATASET_LABELS.get(str(s)) or str(s)
+    return name.replace("_", "\\_")
+
+
+def arch_label(arch: str) -> str:
+    return ARCH_LABELS.get(str(arch), str(arch))
+
+
+def arch_sort_key(arch: str) -> tuple[int, str]:
+    """The paper's order (ResNet34, then MobileNetV2), unknown architectures after, alphabetically."""
+    order = list(ARCH_LABELS)
+    return (order.index(arch), "") if arch in order else (len(order), str(arch))
 
 
 def _assemble(kind: str, mean: pd.DataFrame, std: pd.DataFrame, n: pd.Series, columns: list[Any],
@@ -475,9 +499,9 @@ def ablation(df: pd.DataFrame, *, method: str = "adapmtl", dataset: str | None =
 def variant_labels(runs: pd.DataFrame, method: str, keys: Sequence[str] | None = None) -> pd.Series:
     """A label per run: the ``variant`` tag, else ``key=value`` for each varying method param that differs
     from its default; "" for the full method."""
-    tagged = runs[S.TAG_VARIANT]
-    if tagged.notna().any():
-        return tagged.where(tagged.notna(), "")
+    tagged = runs[S.TAG_VARIANT].where(runs[S.TAG_VARIANT].notna(), "")
+    if (tagged != "").any():
+        return tagged.astype(object)
     cols = [PARAM_COL + S.METHOD_PARAM_PREFIX + k for k in keys] if keys else [
         c for c in runs.columns if c.startswith(PARAM_COL + S.METHOD_PARAM_PREFIX)]
     cols = [c for c in cols if c in runs and runs[c].nunique(dropna=False) > 1]
@@ -534,7 +558,7 @@ def cost(df: pd.DataFrame, *, dataset: str | None = None, arch: str | None = Non
     sources = (["_tgt"] if show_target else []) + ["_ach", "_params", "_flops", DT_PREFIX + S.OVERALL]
     keys = [S.TAG_ARCH, S.TAG_METHOD, S.TAG_VARIANT, "_tgt"]
     mean, std, n = _aggregate(scored, keys, sources)
-    rows = sorted(mean.index, key=lambda k: (str(k[0]), k[1] != S.DENSE_METHOD, float(k[3]),
+    rows = sorted(mean.index, key=lambda k: (arch_sort_key(k[0]), k[1] != S.DENSE_METHOD, float(k[3]),
                                              method_sort_key(k[1]), str(k[2])))
     labels = []
     table = Table("cost", pd.DataFrame(), pd.DataFrame(), pd.Series(dtype=int),
@@ -542,9 +566,9 @@ def cost(df: pd.DataFrame, *, dataset: str | None = None, arch: str | None = Non
                   dict(zip(cols, [2] * len(cols))), best_within="Architecture")
     for a, m, v, _ in rows:
         label = _row_label(m, v, m == S.DENSE_METHOD)
-        labels.append((a, label))
+        labels.append((arch_label(a), label))
         if m == S.DENSE_METHOD:
-            table.reference_rows.add((a, label))
+            table.reference_rows.add((arch_label(a), label))
         _cite(table, label, m)
     idx = pd.MultiIndex.from_tuples(labels, names=["Architecture", "Method"])
     table.values = pd.DataFrame(mean.loc[rows, sources].to_numpy(), index=idx, columns=cols)
@@ -608,8 +632,8 @@ def sweep(df: pd.DataFrame, *, dataset: str | None = None, arch: str | None = No
             columns.append((f"{t:g}%", "Achieved %"))
     rows = sorted({(a, m, v if isinstance(v, str) else "") for a, m, v in
                    data[["arch", "method", "variant"]].itertuples(index=False)},
-                  key=lambda r: (r[0], method_sort_key(r[1]), r[2]))
-    labels = [(a, _row_label(m, v, False)) for a, m, v in rows]
+                  key=lambda r: (arch_sort_key(r[0]), method_sort_key(r[1]), not r[2], r[2]))
+    labels = [(arch_label(a), _row_label(m, v, False)) for a, m, v in rows]
     idx = pd.MultiIndex.from_tuples(labels, names=["Architecture", "Method"])
     cols = pd.MultiIndex.from_tuples(columns)
     values = pd.DataFrame(np.nan, index=idx, columns=cols)
@@ -627,7 +651,7 @@ def sweep(df: pd.DataFrame, *, dataset: str | None = None, arch: str | None = No
     better = {c: (S.DIRECTION_HIGHER if c[1].startswith("ΔT") else None) for c in columns}
     table = Table("sweep", values, std, n, better, "", "", convention, dict.fromkeys(columns, 2),
                   best_within="Architecture")
-    for (a, m, v), label in zip(rows, labels):
+    for (_a, m, _v), label in zip(rows, labels):
         _cite(table, label, m)
     table.caption = (f"$\\Delta_T$ vs. target overall sparsity on {_latex_name(data['dataset'].iloc[0])}. "
                      f"{_convention_text(convention)}. {_seeds_text(n)} Best per column and architecture in bold.")

@@ -17,7 +17,8 @@ def test_keep_schedule_is_open_lth_and_clipped() -> None:
 
 
 def test_prune_steps_default_and_explicit() -> None:
-    assert prune_steps(4, 100, IMPParams()) == [12, 24, 36, 48]
+    assert prune_steps(4, 100, IMPParams()) == [13, 25, 38, 50]
+    assert prune_steps(11, 6, IMPParams()) == [1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]
     assert prune_steps(3, 100, IMPParams(prune_every=10, start_step=5)) == [15, 25, 35]
     with pytest.raises(ValueError, match="iterations"):
         prune_steps(11, 100, IMPParams(prune_every=10))

@@ -34,7 +34,8 @@ def _brute_force(model: torch.nn.Module, batches: int, k: int) -> list[torch.Ten
 def test_snip_mask_equals_brute_force_topk(batches: int) -> None:
     torch.manual_seed(0)
     model = TinyMTL()
-    expected = _brute_force(model, batches, keep_count(sum(p.numel() for p in [m.weight for ls in prunable_weights(model).values() for _, m in ls]), 0.8))
+    total = sum(m.weight.numel() for layers in prunable_weights(model).values() for _, m in layers)
+    expected = _brute_force(model, batches, keep_count(total, 0.8))
     method = build_method("snip", {"batches": batches})
     method.setup(make_ctx(model, 0.8))
     got = [m.reshape(-1) for m in method.masks.masks()]

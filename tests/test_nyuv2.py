@@ -81,7 +81,9 @@ def test_full_size_eval_encodings(nyu_root: Path) -> None:
 
 
 def test_official_raw_normals_and_imagenet_option(nyu_root: Path) -> None:
-    ds = build_dataset("nyuv2", "test", root=nyu_root, eval_size="full", normals="official_raw", image_norm="imagenet")
+    ds = build_dataset(
+        "nyuv2", "test", root=nyu_root, eval_size="full", normals="official_raw", image_norm="imagenet"
+    )
     item = ds[1]
     img, _, enc, _ = _raw(nyu_root, ds.groups[1])
     bgr = enc[..., ::-1].astype(np.float64)

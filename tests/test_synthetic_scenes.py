@@ -47,15 +47,15 @@ def test_batch_format(tmp_path) -> None:
         "edge_texture",
     }
     assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
-    assert -0.5 <= item["image"].min() and item["image"].max() <= 0.5
+    assert item["image"].min() >= -0.5 and item["image"].max() <= 0.5
     seg = item["segment_semantic"]
-    assert seg.shape == (32, 32) and seg.dtype == torch.int64 and 0 <= seg.min() and seg.max() < 13
+    assert seg.shape == (32, 32) and seg.dtype == torch.int64 and seg.min() >= 0 and seg.max() < 13
     assert item["normal"].shape == (3, 32, 32)
     assert torch.allclose(item["normal"].norm(dim=0), torch.ones(32, 32), atol=1e-4)
     assert item["depth_zbuffer"].shape == (1, 32, 32) and (item["depth_zbuffer"] > 0).all()
     assert item["depth_zbuffer_mask"].dtype == torch.bool and item["depth_zbuffer_mask"].all()
     for key in ("keypoints2d", "edge_texture"):
-        assert item[key].shape == (1, 32, 32) and 0 <= item[key].min() and item[key].max() <= 1
+        assert item[key].shape == (1, 32, 32) and item[key].min() >= 0 and item[key].max() <= 1
     batch = torch.utils.data.default_collate([ds[0], ds[1]])
     assert batch["segment_semantic"].shape == (2, 32, 32)
 
@@ -123,8 +123,12 @@ def test_edges_fall_on_discontinuities(scenes) -> None:
     rgb = scenes["rgb"].astype(np.float64) / 255.0
     c = rgb[:, 1:-1, 1:-1]
     grad = np.max(
-        [np.abs(rgb[:, 1:-1, 2:] - c).sum(-1), np.abs(rgb[:, 1:-1, :-2] - c).sum(-1),
-         np.abs(rgb[:, 2:, 1:-1] - c).sum(-1), np.abs(rgb[:, :-2, 1:-1] - c).sum(-1)],
+        [
+            np.abs(rgb[:, 1:-1, 2:] - c).sum(-1),
+            np.abs(rgb[:, 1:-1, :-2] - c).sum(-1),
+            np.abs(rgb[:, 2:, 1:-1] - c).sum(-1),
+            np.abs(rgb[:, :-2, 1:-1] - c).sum(-1),
+        ],
         axis=0,
     )
     texture = np.isclose(inner, syn.EDGE_TEXTURE, atol=0.01)

@@ -17,7 +17,9 @@ H, W = 24, 32
 
 def _coordinate_sample() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Image channels = (x, y, 1); seg = unique pixel id; depth = x + 1000 y (all functions of the pixel)."""
-    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij"
+    )
     image = torch.stack([xs, ys, torch.ones_like(xs)])
     seg = (ys * W + xs).long()[None]
     depth = (xs + 1000 * ys)[None] + 1.0
@@ -71,7 +73,9 @@ def test_centred_padding_fills_ignore_values() -> None:
     top, left = (40 - H) // 2, (50 - W) // 2  # centred, as the official loader
     assert inside.sum() == H * W
     assert inside[0, top : top + H, left : left + W].all()
-    assert torch.equal(out["segment_semantic"][0, top : top + H, left : left + W], labels["segment_semantic"][0])
+    assert torch.equal(
+        out["segment_semantic"][0, top : top + H, left : left + W], labels["segment_semantic"][0]
+    )
     assert (out["segment_semantic"][~inside] == 255).all()
     assert (out["depth_zbuffer"][~inside] == 0).all()
     assert (out["mask"][~inside] == 0).all() and (out["mask"][inside] == 1).all()

@@ -37,6 +37,9 @@ class DataConfig(_Strict):
     root: str | None = None
     tasks: list[str] | None = None
     resolution: int | None = Field(default=None, gt=0)
+    #: generation/split seed of the data, fixed across training seeds: every seed of a sweep sees the same
+    #: scenes (as with a real dataset) and only the training randomness varies.
+    seed: int = 0
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")

@@ -90,7 +90,7 @@ def build_run(config: RunConfig, device: torch.device) -> _Setup:
     info = DATASETS[config.data.name]
     task_names = config.data.task_list()
     common = dict(tasks=task_names, root=config.data.root, resolution=config.data.resolution,
-                  seed=config.seed, **config.data.options)
+                  seed=config.data.seed, **config.data.options)
     train_set = build_dataset(config.data.name, "train", augment=True, **common)
     val_set = build_dataset(config.data.name, "val", augment=False, **common)
     test_set = build_dataset(config.data.name, "test", augment=False, **common)

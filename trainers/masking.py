@@ -38,6 +38,7 @@ __all__ = [
     "MaskedLayer",
     "MaskedMethod",
     "WeightMask",
+    "all_reduce_",
     "apportion",
     "global_topk_masks",
     "install_masks",
@@ -289,6 +290,17 @@ def preserved_buffers(model: nn.Module) -> Iterator[None]:
             for n, b in unwrap(model).named_buffers():
                 if n in saved:
                     b.copy_(saved[n])
+
+
+def all_reduce_(tensors: Sequence[torch.Tensor]) -> None:
+    """Sum scores over data-parallel workers (no-op in a single process).
+
+    Each Ray Train / DDP worker scores its own slice of the setup batch; summing makes every worker take the
+    same mask decision (the parameters are already identical across workers).
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        for t in tensors:
+            torch.distributed.all_reduce(t)
 
 
 def split_batch(batch: Mapping[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:

@@ -101,5 +101,9 @@ def build_dataset(
     chosen = info.default_tasks if tasks is None else tuple(tasks)
     for t in chosen:
         if t not in info.task_channels:
-            raise ValueError(f"unknown task {t!r} for dataset {name}; available: {sorted(info.task_channels)}")
-    return info.build(split, tasks=chosen, root=root, resolution=resolution, augment=augment, seed=seed, **opts)
+            raise ValueError(
+                f"unknown task {t!r} for dataset {name}; available: {sorted(info.task_channels)}"
+            )
+    return info.build(
+        split, tasks=chosen, root=root, resolution=resolution, augment=augment, seed=seed, **opts
+    )

@@ -91,7 +91,9 @@ class Taskonomy(Dataset):
         groups = read_index(self.root, JSON_NAME, [key], len(GROUP_ORDER))[key]
         if split in ("train", "val"):
             groups = [groups[i] for i in carve_val(len(groups), split, val_fraction, val_seed)]
-        self.data_dir = require_dir(self.root / ("train" if key == "train" else "test"), "taskonomy split dir")
+        self.data_dir = require_dir(
+            self.root / ("train" if key == "train" else "test"), "taskonomy split dir"
+        )
         for group in groups:
             for rel in group:
                 require_file(self.data_dir / rel, "taskonomy sample file listed in " + JSON_NAME)
@@ -103,7 +105,9 @@ class Taskonomy(Dataset):
         self.groups = groups
         self.split = split
         self.crop = int(resolution or OFFICIAL_CROP)
-        self.base = OFFICIAL_BASE if self.crop == OFFICIAL_CROP else max(1, round(OFFICIAL_BASE * self.crop / 224))
+        self.base = (
+            OFFICIAL_BASE if self.crop == OFFICIAL_CROP else max(1, round(OFFICIAL_BASE * self.crop / 224))
+        )
         self.eval_full = str(eval_size) == "full"
         self.image_norm = image_norm
         self.augment = (split == "train") if augment is None else bool(augment)

@@ -65,7 +65,11 @@ class RandomScale(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         return self._call_kernel(
-            F.resize, inpt, size=params["size"], interpolation=v2.InterpolationMode.BILINEAR, antialias=self.antialias
+            F.resize,
+            inpt,
+            size=params["size"],
+            interpolation=v2.InterpolationMode.BILINEAR,
+            antialias=self.antialias,
         )
 
 
@@ -192,7 +196,11 @@ def resize_transform(size: int | Sequence[int], *, antialias: bool = False) -> J
 
 
 def resize_pair(
-    image: torch.Tensor, labels: Mapping[str, torch.Tensor], size: Sequence[int], *, image_mode: str = "bilinear"
+    image: torch.Tensor,
+    labels: Mapping[str, torch.Tensor],
+    size: Sequence[int],
+    *,
+    image_mode: str = "bilinear",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Resize an image (``image_mode``) and labels (nearest) to ``size`` without any randomness."""
     size = list(_size_pair(size))

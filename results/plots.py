@@ -1,0 +1,137 @@
+"""Figures (matplotlib, Agg): Fig. 4 sweep, Fig. 3 allocation over training, β evolution, Fig. 5 grid.
+
+Each function returns the Figure (so tests can inspect lines and data) and, given ``out``, writes PNG and
+PDF side by side (a paper wants the PDF, a README the PNG). The dense reference is the ΔT = 0 line, drawn
+with a label starting with "_" so it stays out of legends and of "one line per method" checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from results import schema as S  # noqa: E402
+from results.tables import arch_label, arch_sort_key, method_info, method_sort_key  # noqa: E402
+
+KINDS: tuple[str, ...] = ("sweep", "allocation", "weights", "sensitivity")
+
+
+def save(fig: Figure, out: str | Path) -> list[Path]:
+    """Write ``out`` and its PNG/PDF sibling; returns both paths."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower() if path.suffix.lower() in (".png", ".pdf") else ".png"
+    base = path.with_suffix("") if path.suffix.lower() in (".png", ".pdf") else path
+    written = []
+    for ext in (suffix, ".pdf" if suffix == ".png" else ".png"):
+        target = base.with_suffix(ext)
+        fig.savefig(target, dpi=200 if ext == ".png" else None, bbox_inches="tight")
+        written.append(target)
+    return written
+
+
+def _label(method: str, variant: object) -> str:
+    name = method_info(method)["display"]
+    return f"{name} {variant}" if isinstance(variant, str) and variant else name
+
+
+def plot_sweep(data: pd.DataFrame, out: str | Path | None = None, convention: str = "paper") -> Figure:
+    """Fig. 4: ΔT vs target sparsity, a line per method, one panel per architecture, ±std band over seeds.
+
+    ``data``: :func:`results.tables.sweep_data` (columns arch, method, variant, target, dt_mean, dt_std, n).
+    """
+    if data.empty:
+        raise ValueError("no finished trials to plot")
+    archs = sorted(data["arch"].unique(), key=arch_sort_key)
+    fig, axes = plt.subplots(1, len(archs), figsize=(4.2 * len(archs), 3.4), sharey=True, squeeze=False)
+    for ax, arch in zip(axes[0], archs):
+        sub = data[data["arch"] == arch]
+        ax.axhline(0.0, color="0.5", lw=0.8, ls="--", label="_dense reference")
+        groups = sorted(sub.groupby(["method", "variant"], dropna=False),
+                        key=lambda kv: (method_sort_key(kv[0][0]), str(kv[0][1])))
+        for (method, variant), g in groups:
+            g = g.sort_values("target")
+            x, y = g["target"].to_numpy(float), g["dt_mean"].to_numpy(float)
+            (line,) = ax.plot(x, y, marker="o", ms=3.5, lw=1.4, label=_label(method, variant))
+            sd = g["dt_std"].to_numpy(float)
+            if np.isfinite(sd).any():
+                ax.fill_between(x, y - np.nan_to_num(sd), y + np.nan_to_num(sd), color=line.get_color(),
+                                alpha=0.15, lw=0)
+        ax.set_title(arch_label(arch))
+        ax.set_xlabel("target sparsity (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"ΔT (%, {convention} convention)")
+    axes[0][-1].legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    if out is not None:
+        save(fig, out)
+    return fig
+
+
+def _series_plot(hist: pd.DataFrame, prefix: str, ylabel: str, title: str, scale: float,
+                 out: str | Path | None) -> Figure:
+    """One line per key under ``prefix`` (components or tasks) vs step, for one run."""
+    sub = hist[hist["key"].str.startswith(prefix)]
+    if sub.empty:
+        raise ValueError(f"the run logged no {prefix}<...> step series")
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for key, g in sorted(sub.groupby("key"), key=lambda kv: (kv[0] != prefix + S.BACKBONE, kv[0])):
+        g = g.sort_values("step")
+        ax.plot(g["step"].to_numpy(), g["value"].to_numpy(float) * scale, lw=1.4, label=key[len(prefix):])
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    if out is not None:
+        save(fig, out)
+    return fig
+
+
+def plot_allocation(hist: pd.DataFrame, out: str | Path | None = None, title: str = "") -> Figure:
+    """Fig. 3: sparsity (%) per component vs step, from the ``sparsity/<component>`` histories."""
+    return _series_plot(hist, S.SPARSITY_PREFIX, "sparsity (%)", title or "sparsity allocation", 100.0, out)
+
+
+def plot_weights(hist: pd.DataFrame, out: str | Path | None = None, title: str = "") -> Figure:
+    """Adaptive loss weight β per task vs step, from the ``train/weight/<task>`` histories."""
+    return _series_plot(hist, S.TRAIN_WEIGHT_PREFIX, "β (task weight)", title or "adaptive task weights", 1.0,
+                        out)
+
+
+def plot_sensitivity(scored: pd.DataFrame, out: str | Path | None = None,
+                     tasks: Sequence[str] | None = None) -> Figure:
+    """Fig. 5-style: ΔT over (backbone sparsity, mean head sparsity) of scored runs (scatter coloured by ΔT).
+
+    ``scored``: :func:`results.tables.score_runs` output (trials only are used).
+    """
+    from results.collect import metric_col
+    from results.tables import DT_PREFIX
+
+    trials = scored[scored[S.TAG_ROLE] == S.ROLE_TRIAL]
+    heads = [c for c in trials.columns if c.startswith(metric_col(S.final_sparsity(S.HEAD_PREFIX)))]
+    back = metric_col(S.final_sparsity(S.BACKBONE))
+    if trials.empty or back not in trials or not heads:
+        raise ValueError("no trials with final backbone and head sparsity to plot")
+    x = trials[back].to_numpy(float) * 100
+    y = trials[heads].mean(axis=1).to_numpy(float) * 100
+    z = trials[DT_PREFIX + S.OVERALL].to_numpy(float)
+    fig, ax = plt.subplots(figsize=(4.8, 3.8))
+    sc = ax.scatter(x, y, c=z, cmap="viridis", s=28, edgecolors="none")
+    fig.colorbar(sc, ax=ax, label="ΔT (%)")
+    ax.set_xlabel("backbone sparsity (%)")
+    ax.set_ylabel("mean head sparsity (%)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    if out is not None:
+        save(fig, out)
+    return fig

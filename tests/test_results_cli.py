@@ -1,0 +1,56 @@
+"""``table`` / ``plot`` verbs end to end on a real store (results.cli.main)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from results import cli
+from tests.results_fixtures import SWEEP, sweep_store
+
+
+@pytest.fixture(scope="module")
+def uri(tmp_path_factory):
+    return sweep_store(tmp_path_factory.mktemp("results_store"))["uri"]
+
+
+def test_table_latex_to_file(uri, tmp_path, capsys):
+    out = tmp_path / "t.tex"
+    rc = cli.main(["table", SWEEP, "--kind", "comparison", "--format", "latex", "--out", str(out),
+                   "--tracking-uri", uri, "--arch", "resnet34"])
+    assert rc == 0
+    tex = out.read_text()
+    assert tex.count("\\begin{table") == 1 and "\\bottomrule" in tex
+    if shutil.which("pdflatex"):
+        from results.render import latex_document
+
+        (tmp_path / "doc.tex").write_text(latex_document(tex))
+        proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout[-1500:]
+
+
+@pytest.mark.parametrize("kind", ["sweep", "tasks", "ablation", "cost"])
+def test_table_kinds_markdown_stdout(uri, kind, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # no --tracking-uri: env is used
+    assert cli.main(["table", SWEEP, "--kind", kind, "--format", "markdown"]) == 0
+    assert "| " in capsys.readouterr().out
+
+
+def test_plot_sweep_and_allocation(uri, tmp_path):
+    assert cli.main(["plot", SWEEP, "--kind", "sweep", "--tracking-uri", uri, "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").exists() and (tmp_path / "s.pdf").exists()
+    assert cli.main(["plot", SWEEP, "--kind", "allocation", "--tracking-uri", uri, "--arch", "resnet34",
+                     "--out", str(tmp_path / "a.png")]) == 0
+    assert (tmp_path / "a.pdf").exists()
+
+
+def test_errors_are_one_line_exit_2(uri, tmp_path, capsys):
+    assert cli.main(["table", "no-such-sweep", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no MLflow experiment named 'no-such-sweep'") and err.count("\n") == 1
+    assert cli.main(["table", SWEEP, "--tracking-uri", f"sqlite:///{tmp_path}/none.db"]) == 2
+    assert "no MLflow store" in capsys.readouterr().err
+    assert cli.main(["table", SWEEP, "--tracking-uri", uri, "--arch", "vgg"]) == 2

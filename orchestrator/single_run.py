@@ -65,6 +65,12 @@ def run(args: argparse.Namespace) -> int:
     run_id = tracking.create_run(uri, exp, run_name=f"{config.method}-{config.model.arch}-{key[:6]}", tags=tags)
     print(f"run {run_id} → {uri} (experiment {args.experiment!r})", file=sys.stderr)
 
+    import signal
+
+    def _terminate(signum, frame):  # SIGTERM → KeyboardInterrupt, so the run is marked KILLED, not left RUNNING
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     from trainers.engine import train as train_run
     from trainers.reporting import MLflowReporter
 

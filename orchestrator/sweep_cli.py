@@ -72,14 +72,14 @@ def prepare(spec_path: str, args: argparse.Namespace, *, state: dict[str, Any] |
     workdir = Path(args.workdir or state.get("workdir") or spec.workdir or default_workdir()).expanduser().resolve()
     uri = tracking.resolve_tracking_uri(args.tracking_uri or state.get("tracking_uri") or spec.tracking.uri,
                                         workdir)
+    address = cluster.resolve_address(getattr(args, "address", None) or state.get("address"), spec.ray.address)
+    specmod.check_ray_address(address)
     if dry_run and uri.startswith("sqlite:///"):
         parent = Path(uri[len("sqlite:///"):]).parent
         if not os.access(parent, os.W_OK):
             raise specmod.SpecError(f"MLflow tracking URI {uri}: {parent} is not writable")
     else:
         specmod.check_tracking(uri)
-    address = cluster.resolve_address(getattr(args, "address", None) or state.get("address"), spec.ray.address)
-    specmod.check_ray_address(address)
     return plan, workdir, uri, address
 
 

@@ -57,6 +57,9 @@ def check_reachable(uri: str) -> None:
     For a fresh sqlite store this also runs the schema migration, once, in the calling process: several
     trial processes migrating the same new database at once race ("duplicate column name").
     """
+    import logging
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables..."
     try:
         client(uri).search_experiments(max_results=1)
     except Exception as exc:

@@ -34,7 +34,7 @@ from typing import Any
 from orchestrator import tracking
 
 #: Fault injection for tests: SIGKILL the training process at the first validation at or after this step
-#: (once per run dir), to prove that a killed worker resumes from its checkpoint.
+#: (once per sweep), to prove that a killed worker resumes from its checkpoint.
 FAULT_ENV = "ADAPMTL_FAULT_KILL_AT_STEP"
 FAULT_MARKER = "fault_injected"
 WORST = 1e9
@@ -159,7 +159,7 @@ def maybe_inject_fault(step: int, workdir: Path) -> None:
     at = os.environ.get(FAULT_ENV)
     if not at or step < int(at):
         return
-    marker = workdir / FAULT_MARKER
+    marker = workdir.parent / FAULT_MARKER  # once per sweep (the runs dir), whichever run gets there first
     if marker.exists():
         return
     marker.write_text(str(step))
@@ -232,6 +232,11 @@ def _run_engine(job: dict[str, Any], *, report: Any, rank: int, device: Any = No
                 shutil.copy2(Path(d) / "checkpoint.pt", workdir / "checkpoint.pt")
     reporter = MLflowReporter(ctx.tracking_uri, job["run_id"]) if rank == 0 else None
     key, run_id = job["key"], job["run_id"]
+    if reporter is not None and (workdir / "checkpoint.pt").exists():
+        from trainers import checkpoint as ckpt
+
+        step = int(ckpt.load(workdir / "checkpoint.pt").get("step", 0))
+        reporter.set_tags({"resumed_from_step": step})  # visible proof that a retry did not start over
 
     def on_validation(step: int, flat: dict[str, float]) -> None:
         obj = objective(flat, cfg.target_sparsity, ctx)

@@ -264,3 +264,54 @@ def test_numel_helper_sees_every_component():
     model, method, _ = _harness({}, 0.9)
     assert set(method.numels) == {"backbone", *(f"head/{t}" for t in TASKS)}
     assert method.numels == numel_per_component(model)
+
+
+class _NoSync:
+    """Make every device→host read (``item``, ``bool``, ``float``, ``int``, ``tolist``) raise while active."""
+
+    NAMES = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
+
+    def __enter__(self):
+        self.saved = {n: getattr(torch.Tensor, n) for n in self.NAMES}
+
+        def boom(*args, **kwargs):
+            raise AssertionError("host sync in a per-step hook")
+
+        for n in self.NAMES:
+            setattr(torch.Tensor, n, boom)
+
+    def __exit__(self, *exc):
+        for n, f in self.saved.items():
+            setattr(torch.Tensor, n, f)
+
+
+@pytest.mark.parametrize("params", [
+    {"theta_init": -4.0, "on_target": "fix_mask", "window": 2, "warmup": 1, "warmup_fraction": None},
+    {"theta_init": -4.0, "on_target": "freeze_thresholds", "weighting": "official_code", "window": 2,
+     "warmup": 0, "warmup_fraction": None},
+])
+def test_per_step_hooks_never_read_device_values(params):
+    """The CPU stand-in for CUDA sync debugging: the hooks run with every host read disabled."""
+    model, method, opt = _harness(params, 0.2)
+    pre, post = method._pre_step, method._post_step
+
+    def guarded(fn):
+        def run(*args):
+            with _NoSync():
+                fn(*args)
+        return run
+
+    method._pre_step, method._post_step = guarded(pre), guarded(post)
+    for i in range(6):
+        batch = _batch(i)
+        losses = _losses(model(batch["image"]), batch)
+        with _NoSync():
+            weights = method.task_weights(i, {t: v.detach() for t, v in losses.items()})
+        opt.zero_grad(set_to_none=True)
+        sum(weights[t] * losses[t] for t in TASKS).backward()
+        with _NoSync():
+            method.before_optimizer_step(i)
+        opt.step()
+        with _NoSync():
+            method.after_optimizer_step(i)
+    assert method.log_state()["adapmtl/frozen"] in (0.0, 1.0)

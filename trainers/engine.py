@@ -334,9 +334,11 @@ def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path 
     except NonFiniteLossError as exc:
         out.end("FAILED", str(exc))
         raise
+    except (KeyboardInterrupt, SystemExit) as exc:
+        out.end("KILLED", f"interrupted at step {step} ({type(exc).__name__}); resumable from the last checkpoint")
+        raise
     except BaseException as exc:
-        if not isinstance(exc, KeyboardInterrupt | SystemExit):
-            out.end("FAILED", f"{type(exc).__name__}: {exc}")
+        out.end("FAILED", f"{type(exc).__name__}: {exc}")
         raise
 
     completed = end >= tc.iterations

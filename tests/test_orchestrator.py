@@ -1,0 +1,218 @@
+"""Sweeps on a real local Ray with a real sqlite MLflow store (no mocks).
+
+Each test starts its own embedded Ray through the ``adapmtl`` CLI in a subprocess (explicit address, own
+temp dir), so a killed driver or worker is a real killed process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+IDENTITY_TAGS = ("sweep", "method", "arch", "dataset", "target_sparsity", "seed", "role", "trial_id", "git_sha",
+                 "status", "run_key")
+
+TINY_TRAIN = {"iterations": 6, "batch_size": 4, "val_every": 3, "log_every": 3, "checkpoint_every": 3,
+              "max_eval_batches": 2}
+
+
+def tiny_spec(name: str, methods: dict, sparsities: list[float], **extra) -> dict:
+    spec = {
+        "name": name,
+        "dataset": {"name": "synthetic_scenes", "resolution": 32, "tasks": ["segment_semantic", "normal"]},
+        "architectures": ["resnet34"],
+        "model": {"width": 0.125, "head_channels": 16},
+        "methods": methods,
+        "sparsities": sparsities,
+        "seeds": [0],
+        "train": dict(TINY_TRAIN),
+    }
+    spec.update(extra)
+    return spec
+
+
+def env(**kw: str) -> dict[str, str]:
+    e = dict(os.environ, OMP_NUM_THREADS="1", MLFLOW_DISABLE_TELEMETRY="true", RAY_USAGE_STATS_ENABLED="0")
+    e.pop("RAY_ADDRESS", None)
+    e.pop("MLFLOW_TRACKING_URI", None)
+    e.update(kw)
+    return e
+
+
+def adapmtl(*args: str, cwd: Path, timeout: float = 400, **envkw: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, env=env(**envkw),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def write(tmp: Path, spec: dict) -> Path:
+    p = tmp / f"{spec['name']}.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    return p
+
+
+def runs_of(workdir: Path, name: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = c.get_experiment_by_name(name)
+    return [] if exp is None else c.search_runs([exp.experiment_id], max_results=1000)
+
+
+def check_sweep(runs: list, name: str, n_children: int) -> tuple:
+    parents = [r for r in runs if r.data.tags.get("role") == "sweep"]
+    assert len(parents) == 1, [r.data.tags for r in parents]
+    parent = parents[0]
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(kids) == len(runs) - 1 == n_children, [(r.info.run_name, r.info.status) for r in runs]
+    keys = Counter(r.data.tags["run_key"] for r in kids)
+    assert max(keys.values()) == 1, f"duplicate runs: {keys}"
+    for r in kids:
+        assert r.info.status == "FINISHED", (r.info.run_name, r.data.tags.get("failure_reason"))
+        for tag in IDENTITY_TAGS:
+            assert tag in r.data.tags, (tag, r.info.run_name)
+        assert r.data.tags["sweep"] == name and r.data.tags["status"] == "finished"
+        m = r.data.metrics
+        assert "test/segment_semantic/miou" in m and "final/sparsity/overall" in m and "final/flops_sparse" in m
+        assert r.data.params["model.arch"] == "resnet34"
+        if r.data.tags["role"] == "trial":
+            assert "val/delta_t" in m and "test/delta_t" in m and "val/objective" in m
+            assert float(r.data.tags["target_sparsity"]) == pytest.approx(m["final/sparsity/overall"], abs=0.02)
+            assert r.data.tags.get("best") == "true"  # one trial per fixed group: it is the best
+    assert parent.info.status == "FINISHED"
+    return parent, kids
+
+
+@pytest.mark.integration
+def test_run_tiny_sweep_tracks_everything_and_survives_a_killed_worker(tmp_path):
+    """2 methods x 2 sparsities x 1 seed on the direct path; one trial process is SIGKILLed mid-run and is
+    retried by Tune from the engine checkpoint."""
+    spec = write(tmp_path, tiny_spec("tiny-run", {"dense": {}, "snip": {}, "imp": {}}, [0.5, 0.8]))
+    wd = tmp_path / "wd"
+    t0 = time.monotonic()
+    proc = adapmtl("run", str(spec), "--workdir", str(wd), cwd=tmp_path, ADAPMTL_FAULT_KILL_AT_STEP="4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(f"sweep wall time {time.monotonic() - t0:.0f} s")
+    assert "done 4/4" in proc.stderr  # the live status line
+    _, kids = check_sweep(runs_of(wd, "tiny-run"), "tiny-run", n_children=1 + 2 * 2)
+    resumed = [r for r in kids if "resumed_from_step" in r.data.tags]
+    assert len(resumed) == 1 and resumed[0].data.tags["resumed_from_step"] == "3"
+    assert (wd / "sweeps" / "tiny-run" / "runs" / "fault_injected").exists()
+
+    status = adapmtl("status", "tiny-run", "--workdir", str(wd), cwd=tmp_path)
+    assert status.returncode == 0 and "finished 5" in status.stdout, status.stdout + status.stderr
+
+
+@pytest.mark.integration
+def test_torchtrainer_path_two_workers_resumes_a_killed_worker(tmp_path):
+    """Multi-worker trials: Tune driver function -> TorchTrainer (DDP, 2 CPU workers) -> TuneReportCallback;
+    the rank-0 worker is SIGKILLed once and Train's FailureConfig restarts the group from the checkpoint."""
+    spec = write(tmp_path, tiny_spec("tiny-train", {"dense": {}, "snip": {}}, [0.5],
+                                     resources={"workers_per_trial": 2, "cpus_per_worker": 0.9, "backend": "train",
+                                                "max_failures": 2}))
+    wd = tmp_path / "wd"
+    proc = adapmtl("run", str(spec), "--workdir", str(wd), cwd=tmp_path, ADAPMTL_FAULT_KILL_AT_STEP="4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, kids = check_sweep(runs_of(wd, "tiny-train"), "tiny-train", n_children=2)
+    resumed = [r for r in kids if "resumed_from_step" in r.data.tags]
+    assert len(resumed) == 1 and resumed[0].data.tags["resumed_from_step"] == "3"
+    assert all(r.data.params["train.iterations"] == "6" for r in kids)
+
+
+@pytest.mark.integration
+def test_killed_driver_then_resume_finishes_without_duplicates(tmp_path):
+    """SIGKILL the whole driver (and its embedded Ray) during the Optuna search, then `adapmtl resume`."""
+    train = dict(TINY_TRAIN, iterations=40, val_every=10, checkpoint_every=10, log_every=10)
+    spec = write(tmp_path, tiny_spec("tiny-resume", {"dense": {}, "adapmtl": {"search": "default", "samples": 2}},
+                                     [0.5], train=train))
+    wd = tmp_path / "wd"
+    cmd = [sys.executable, "-m", "orchestrator.cli", "run", str(spec), "--workdir", str(wd)]
+    with open(tmp_path / "driver.log", "w") as log:
+        driver = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        deadline = time.monotonic() + 300
+        try:
+            while time.monotonic() < deadline:
+                if driver.poll() is not None:
+                    pytest.fail("driver ended before it could be killed:\n" + (tmp_path / "driver.log").read_text())
+                trial_runs = [r for r in runs_of(wd, "tiny-resume") if r.data.tags.get("method") == "adapmtl"]
+                if any("val/objective" in r.data.metrics for r in trial_runs):
+                    break
+                time.sleep(2)
+            else:
+                pytest.fail("no trial reported in time")
+        finally:
+            os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started
+            driver.wait()
+    time.sleep(2)
+    before = runs_of(wd, "tiny-resume")
+    assert any(r.info.status == "RUNNING" for r in before)  # really interrupted
+
+    proc = adapmtl("resume", "tiny-resume", "--workdir", str(wd), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = runs_of(wd, "tiny-resume")
+    parent, kids = check_sweep_resumed(after)
+    trials = [r for r in kids if r.data.tags["role"] == "trial" and r.info.status == "FINISHED"]
+    assert len(trials) == 2, [(r.info.run_name, r.info.status) for r in kids]
+    assert sum(r.data.tags.get("best") == "true" for r in trials) == 1
+    # runs that existed before the kill were continued, not duplicated
+    before_keys = {r.data.tags.get("run_key"): r.info.run_id for r in before if "run_key" in r.data.tags}
+    after_keys = {r.data.tags["run_key"]: r.info.run_id for r in kids}
+    for k, rid in before_keys.items():
+        if k in after_keys:
+            assert after_keys[k] == rid
+
+
+def check_sweep_resumed(runs: list) -> tuple:
+    parents = [r for r in runs if r.data.tags.get("role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(kids) == len(runs) - 1
+    keys = Counter(r.data.tags["run_key"] for r in kids)
+    assert max(keys.values()) == 1, keys
+    assert not [r for r in kids if r.info.status == "RUNNING"]
+    killed = [r for r in kids if r.info.status != "FINISHED"]
+    assert all(r.data.tags.get("failure_reason") for r in killed)  # anything not finished says why
+    return parents[0], kids
+
+
+def test_nan_trial_is_recorded_failed_and_ends_normally(tmp_path):
+    """A diverging trial: the MLflow run is FAILED with the reason, Tune gets the worst objective, no raise."""
+    from orchestrator import tracking
+    from orchestrator.trial import WORST, TrialContext, Unit, _run_engine, build_config
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.check_reachable(uri)
+    exp = tracking.ensure_experiment(uri, "nan")
+    parent = tracking.get_or_create_parent(uri, exp, "nan", {})
+    spec = tiny_spec("nan", {"snip": {}}, [0.5])
+    base = {"data": spec["dataset"], "model": {"arch": "resnet34", **spec["model"]},
+            "train": dict(TINY_TRAIN, lr=1e12, log_every=1), "method": "snip", "method_params": {},
+            "target_sparsity": 0.5, "seed": 0}
+    unit = Unit(id="snip-g", role="trial", base=base, reference_id="ref")
+    ctx = TrialContext(sweep="nan", tracking_uri=uri, experiment_id=exp, parent_run_id=parent,
+                       runs_dir=str(tmp_path / "runs"), storage=str(tmp_path / "tune"), git_sha="x",
+                       units={"snip-g": unit})
+    cfg = build_config(unit, {})
+    run_id, _ = tracking.claim_run(uri, exp, run_key=cfg.run_key(), run_name="n", tags={"role": "trial"},
+                                   parent_run_id=parent)
+    reported = []
+    ref = {"val": {"segment_semantic": {"miou": 10.0, "pixel_acc": 10.0}}, "test": {}}
+    job = dict(kwargs=cfg.model_dump(mode="json"), run_id=run_id, key=cfg.run_key(),
+               workdir=str(tmp_path / "runs" / cfg.run_key()), reference=ref, dense_checkpoint=None,
+               needs_objective=True, ctx=ctx)
+    _run_engine(job, report=lambda m, **_: reported.append(m), rank=0)
+    assert reported[-1]["trial_failed"] == 1 and reported[-1]["objective"] == -WORST
+    run = tracking.client(uri).get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"].startswith(tracking.NONFINITE_PREFIX)
+    assert tracking.is_final(run)  # a re-run skips it instead of diverging again
+    assert run.data.tags["mlflow.parentRunId"] == parent

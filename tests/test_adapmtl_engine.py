@@ -83,6 +83,13 @@ def test_resume_reproduces_thresholds_and_beta(tmp_path, make_config, on_target)
 
 
 # -- slow: the 0.9 target and the issue note's measurement --------------------------------------------
+# The sparsity driver is the optimizer's coupled weight decay (on θ and on the weights). The official runs use
+# 5e−8…7.5e−5 over 20K steps from θ_init −15/−18; a 240-step CPU run needs the same mechanism ~100× faster:
+# θ_init −5 (α ≈ 6.7e−3, inside the weights' range) and weight decay 1e−2, under which θ climbs instead of
+# being pushed down by the loss (with 1e−4 the CPU-sized ResNet34 plateaus near 0.72–0.78 overall).
+WEIGHT_DECAY = 1e-2
+THETA_INIT = -5.0
+
 def _budget_config(arch: str, method: str, iterations: int, **method_params):
     from trainers.config import RunConfig
 
@@ -91,7 +98,7 @@ def _budget_config(arch: str, method: str, iterations: int, **method_params):
               "options": {"n_train": 256, "n_val": 32, "n_test": 64}},
         model={"arch": arch, "width": 0.125},
         train={"iterations": iterations, "batch_size": 8, "val_every": iterations, "log_every": 20,
-               "checkpoint_every": iterations, "lr": 1e-3, "weight_decay": 1e-4,
+               "checkpoint_every": iterations, "lr": 1e-3, "weight_decay": WEIGHT_DECAY,
                "lr_decay_every": iterations, "lr_decay": 0.5},
         method=method, method_params=method_params,
         target_sparsity=0.9 if method != "dense" else None,
@@ -101,7 +108,7 @@ def _budget_config(arch: str, method: str, iterations: int, **method_params):
 @pytest.mark.slow
 def test_reaches_target_090_with_different_component_sparsities(tmp_path):
     rep = MemoryReporter()
-    cfg = _budget_config("resnet34", "adapmtl", 240, theta_init=-6.0)
+    cfg = _budget_config("resnet34", "adapmtl", 240, theta_init=THETA_INIT)
     result = train(cfg, rep, workdir=tmp_path)
     assert result.sparsity["overall"] == pytest.approx(0.9, abs=0.02)
     comps = {k: v for k, v in result.sparsity.items() if k != "overall"}
@@ -123,7 +130,7 @@ def test_note_measurement_allocation_and_delta_t(tmp_path, arch):
     t_dense = time.perf_counter() - t0
     reference = {"val": dense.val, "test": dense.test}
     t0 = time.perf_counter()
-    pruned = train(_budget_config(arch, "adapmtl", iterations, theta_init=-6.0), None,
+    pruned = train(_budget_config(arch, "adapmtl", iterations, theta_init=THETA_INIT), None,
                    workdir=tmp_path / "adapmtl", reference=reference)
     t_pruned = time.perf_counter() - t0
     assert pruned.test_delta_t is not None

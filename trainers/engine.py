@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from results import schema as keys
 from trainers import checkpoint as ckpt
 from trainers.config import RunConfig
 from trainers.data import DATASETS, build_dataset
@@ -138,8 +139,16 @@ class _nullcontext:
         return None
 
 
-def _flatten(prefix: str, metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    return {f"{prefix}/{t}/{m}": v for t, ms in metrics.items() for m, v in ms.items()}
+def _flatten(split: str, metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    name = keys.val_metric if split == "val" else keys.test_metric
+    return {name(t, m): v for t, ms in metrics.items() for m, v in ms.items()}
+
+
+def _delta_t_metrics(split: str, dt: Mapping[str, float]) -> dict[str, float]:
+    name = keys.val_delta_t if split == "val" else keys.test_delta_t
+    out = {name(t): v for t, v in dt.items() if t != "overall"}
+    out[name()] = dt["overall"]
+    return out
 
 
 def _delta_t(metrics: dict, reference: dict | None, tasks: Mapping[str, Task]) -> dict[str, float] | None:
@@ -239,6 +248,8 @@ def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path 
         start = int(state["step"])
     else:
         out.log_params(config.flat())
+        out.set_tags({keys.TAG_TASKS: ",".join(tasks), keys.TAG_DIRECTIONS: keys.directions_to_tag(
+            {t: dict(task.metric_directions) for t, task in tasks.items()})})
         out.log_json(config.resolved(), "config.json")
 
     train_model: nn.Module = model
@@ -297,10 +308,10 @@ def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path 
                     )
                 elapsed = time.perf_counter() - t_window
                 step_times.append(elapsed / window_steps)
-                metrics = {f"train/loss/{t}": v for t, v in zip(tasks, means, strict=True)}
-                metrics.update({f"train/weight/{t}": v for t, v in
+                metrics = {keys.train_loss(t): v for t, v in zip(tasks, means, strict=True)}
+                metrics.update({keys.train_weight(t): v for t, v in
                                 zip(tasks, (weight_sums / window_steps).tolist(), strict=True)})
-                metrics.update({f"sparsity/{k}": v for k, v in sparsity_report(model).items()})
+                metrics.update({keys.sparsity(k): v for k, v in sparsity_report(model).items()})
                 metrics.update(method.log_state())
                 metrics["train/lr"] = scheduler.get_last_lr()[0]
                 metrics["perf/seconds_per_step"] = elapsed / window_steps
@@ -315,9 +326,8 @@ def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path 
                 flat = _flatten("val", last_val)
                 last_val_dt = _delta_t(last_val, ref_val, tasks)
                 if last_val_dt is not None:
-                    flat.update({f"val/delta_t/{t}": v for t, v in last_val_dt.items() if t != "overall"})
-                    flat["val/delta_t"] = last_val_dt["overall"]
-                flat.update({f"sparsity/{k}": v for k, v in sparsity_report(model).items()})
+                    flat.update(_delta_t_metrics("val", last_val_dt))
+                flat.update({keys.sparsity(k): v for k, v in sparsity_report(model).items()})
                 out.log_metrics(flat, done)
                 if on_validation is not None:
                     on_validation(done, flat)
@@ -358,13 +368,12 @@ def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path 
     result.method_state = method.extra_artifacts()
     final = _flatten("test", test)
     if result.test_delta_t is not None:
-        final.update({f"test/delta_t/{t}": v for t, v in result.test_delta_t.items() if t != "overall"})
-        final["test/delta_t"] = result.test_delta_t["overall"]
-    final.update({f"final/sparsity/{k}": v for k, v in result.sparsity.items()})
-    final["final/params_total"] = result.params["total"]
-    final["final/params_nonzero"] = result.params["nonzero"]
-    final["final/flops_dense"] = dense_flops
-    final["final/flops_sparse"] = sparse_flops
+        final.update(_delta_t_metrics("test", result.test_delta_t))
+    final.update({keys.final_sparsity(k): v for k, v in result.sparsity.items()})
+    final[keys.FINAL_PARAMS_TOTAL] = result.params["total"]
+    final[keys.FINAL_PARAMS_NONZERO] = result.params["nonzero"]
+    final[keys.FINAL_FLOPS_DENSE] = dense_flops
+    final[keys.FINAL_FLOPS_SPARSE] = sparse_flops
     if config.target_sparsity is not None:
         final["final/target_sparsity"] = config.target_sparsity
     final["final/seconds_per_step"] = result.seconds_per_step

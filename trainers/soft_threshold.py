@@ -93,8 +93,10 @@ class ThresholdBank(nn.Module):
     """
 
     def __init__(self, groups: Sequence[str], theta_init: float, *, scale: float = 1.0,
-                 device: torch.device | None = None) -> None:
+                 device: torch.device | None = None, fixable: bool = False) -> None:
         super().__init__()
+        #: whether the fixed-mask mode is in use (otherwise ``fixed`` is never set and ``alpha`` skips it)
+        self.fixable = fixable
         if not groups:
             raise ValueError("a threshold bank needs at least one group")
         self.scale = float(scale)
@@ -122,6 +124,8 @@ class ThresholdBank(nn.Module):
     def alpha(self, group: str) -> Tensor:
         """The threshold the forward pass uses: ``σ(θ)``, or 0 once the mask is fixed."""
         a = torch.sigmoid(self.theta_value(group))
+        if not self.fixable:
+            return a
         if self.fixed_known:
             return torch.zeros_like(a)
         return a.masked_fill(self.fixed, 0.0)
@@ -161,7 +165,7 @@ def install_soft_thresholds(model: nn.Module, layers: Mapping[str, Sequence[tupl
         raise RuntimeError("soft thresholds are already installed on this model")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     groups = list(dict.fromkeys(group_of[c] for c in layers))
-    bank = ThresholdBank(groups, theta_init, scale=scale, device=device)
+    bank = ThresholdBank(groups, theta_init, scale=scale, device=device, fixable=with_mask)
     setattr(model, BANK_ATTR, bank)
     for comp, mods in layers.items():
         for _, module in mods:

@@ -79,6 +79,7 @@ def test_resume_reproduces_thresholds_and_beta(tmp_path, make_config, on_target)
     for key in ("beta", "buf", "prev"):
         torch.testing.assert_close(a["method"]["weighting"][key], b["method"]["weighting"][key], msg=key)
     assert a["method"]["weighting"]["count"] == b["method"]["weighting"]["count"]
+    assert 4 <= int(a["method"]["reached_step"]) == int(b["method"]["reached_step"])  # crossed after the stop
     assert full.sparsity == pytest.approx(resumed.sparsity)
 
 

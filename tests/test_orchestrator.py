@@ -28,7 +28,8 @@ TINY_TRAIN = {"iterations": 6, "batch_size": 4, "val_every": 3, "log_every": 3, 
 def tiny_spec(name: str, methods: dict, sparsities: list[float], **extra) -> dict:
     spec = {
         "name": name,
-        "dataset": {"name": "synthetic_scenes", "resolution": 32, "tasks": ["segment_semantic", "normal"]},
+        "dataset": {"name": "synthetic_scenes", "resolution": 32, "tasks": ["segment_semantic", "normal"],
+                    "options": {"n_train": 64, "n_val": 16, "n_test": 16}},
         "architectures": ["resnet34"],
         "model": {"width": 0.125, "head_channels": 16},
         "methods": methods,

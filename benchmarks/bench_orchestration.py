@@ -1,0 +1,208 @@
+"""Question 3 of the performance issue: what does the Ray Tune orchestration cost over a plain Python loop?
+
+The same sweep — one dense reference and ``--trials − 1`` fixed SNIP trials (SNIP's step costs the same as the
+dense one, see Q1), CPU-sized ResNet34 on synthetic scenes — is run three ways, in one process, one after the
+other, each in a fresh work dir and MLflow store:
+
+* **loop**: the plan's RunConfigs trained by ``trainers.engine.train`` in a plain ``for`` loop, one intra-op
+  thread, each logging to its own MLflow run through the same ``MLflowReporter`` the trials use (tracking is
+  part of both sides; only Ray/Tune and the sweep bookkeeping differ). The engine-only time (no reporter) of
+  the same loop is printed as well, which splits the overhead into tracking and Ray.
+* **tune×1**: ``orchestrator.sweep.run_sweep`` (what ``adapmtl run`` calls) with ``ray.num_cpus: 1`` — the
+  embedded Ray start, the parent run, phase 1 and phase 2 Tuners, one trial at a time, one thread each.
+  Ratio to the loop: target ≤ 1.15×.
+* **tune×2**: the same with ``ray.num_cpus: 2`` (2 concurrent trials of 1 CPU / 1 thread each on the 2 cores).
+  Throughput of phase 2 (trials per second between the first start and the last end of the phase-2 MLflow
+  runs) vs the same phase of tune×1 (sequential): target ≥ 1.7×. Phase 1 has one reference only and cannot
+  overlap anything, so it is left out of the throughput and reported in the wall times.
+
+The order of the three is rotated between repeats (``--repeats``) to cancel drift; medians are reported.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_orchestration.py [--trials 6] [--iterations 150]
+        [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.pop("RAY_ADDRESS", None)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def make_spec(name: str, trials: int, iterations: int, num_cpus: int, resolution: int, batch: int) -> dict[str, Any]:
+    """1 dense reference + ``trials − 1`` fixed SNIP trials (different targets: different run_keys)."""
+    sparsities = [round(0.5 + 0.08 * i, 2) for i in range(trials - 1)]
+    return {
+        "name": name,
+        "dataset": {"name": "synthetic_scenes", "resolution": resolution,
+                    "tasks": ["segment_semantic", "normal", "depth_zbuffer"],
+                    "options": {"n_train": 256, "n_val": 32, "n_test": 32}},
+        "architectures": ["resnet34"],
+        "model": {"width": 0.125, "head_channels": 16},
+        "methods": {"dense": {}, "snip": {}},
+        "sparsities": sparsities,
+        "seeds": [0],
+        "train": {"iterations": iterations, "batch_size": batch, "val_every": iterations // 2,
+                  "log_every": 25, "checkpoint_every": iterations, "max_eval_batches": 2},
+        "search": {"algorithm": "grid"},
+        "resources": {"cpus_per_worker": 1},
+        "ray": {"num_cpus": num_cpus},
+    }
+
+
+def _plan(spec: dict[str, Any]) -> Any:
+    from orchestrator.plan import build_plan
+    from orchestrator.spec import parse_spec
+
+    return build_plan(parse_spec(spec))
+
+
+def run_loop(spec: dict[str, Any], workdir: Path, *, tracking: bool) -> dict[str, float]:
+    """The plan's trials in a plain loop: reference first (its metrics are the trials' ΔT reference)."""
+    import torch
+
+    from orchestrator import tracking as trk
+    from trainers.config import RunConfig
+    from trainers.engine import train
+    from trainers.reporting import MLflowReporter
+
+    torch.set_num_threads(1)
+    plan = _plan(spec)
+    t0 = time.perf_counter()
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    exp = trk.ensure_experiment(uri, spec["name"]) if tracking else None
+    configs = [("reference", r.config) for r in plan.references] + [("trial", g.base) for g in plan.groups]
+    reference = None
+    for role, kwargs in configs:
+        cfg = RunConfig(**kwargs)
+        reporter = None
+        if tracking:
+            run_id = trk.create_run(uri, exp, run_name=f"{cfg.method}-{cfg.run_key()[:6]}", tags={"role": role})
+            reporter = MLflowReporter(uri, run_id)
+        result = train(cfg, reporter, workdir=workdir / "runs" / cfg.run_key(), reference=reference)
+        if role == "reference":
+            reference = {"val": result.val, "test": result.test}
+    return {"wall": time.perf_counter() - t0}
+
+
+def run_tune(spec: dict[str, Any], workdir: Path) -> dict[str, float]:
+    """``run_sweep`` (the code path of ``adapmtl run``); phase timings from the MLflow runs' start/end."""
+    from orchestrator import tracking as trk
+    from orchestrator.sweep import run_sweep
+
+    plan = _plan(spec)
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    t0 = time.perf_counter()
+    outcome = run_sweep(plan, workdir=workdir, tracking_uri=uri)
+    wall = time.perf_counter() - t0
+    kids = trk.children(uri, outcome.experiment_id, outcome.parent_run_id)
+    trials = [r for r in kids if r.data.tags.get("role") == trk.ROLE_TRIAL]
+    refs = [r for r in kids if r.data.tags.get("role") != trk.ROLE_TRIAL]
+    span = (max(r.info.end_time for r in trials) - min(r.info.start_time for r in trials)) / 1000.0
+    trial_s = [(r.info.end_time - r.info.start_time) / 1000.0 for r in trials]
+    ref_s = [(r.info.end_time - r.info.start_time) / 1000.0 for r in refs]
+    if outcome.finished != len(kids) or outcome.failed:
+        raise RuntimeError(f"sweep did not finish cleanly: {outcome.finished} finished, {outcome.failed} failed")
+    return {"wall": wall, "phase2_span": span, "phase2_trials": float(len(trials)),
+            "phase2_throughput": len(trials) / span, "trial_s": statistics.median(trial_s),
+            "ref_s": statistics.median(ref_s) if ref_s else float("nan")}
+
+
+def prewarm(spec: dict[str, Any]) -> None:
+    """Render (and cache) the synthetic scenes once, so no variant pays for it."""
+    from trainers.data import build_dataset
+
+    d = spec["dataset"]
+    for split in ("train", "val", "test"):
+        build_dataset("synthetic_scenes", split, tasks=d["tasks"], resolution=d["resolution"], **d["options"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=6, help="1 reference + trials−1 SNIP trials")
+    parser.add_argument("--iterations", type=int, default=150, help="steps per trial")
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--only", nargs="+", choices=["engine", "loop", "tune1", "tune2"],
+                        default=["engine", "loop", "tune1", "tune2"])
+    args = parser.parse_args(argv)
+    os.environ.setdefault("ADAPMTL_CACHE", str(Path(tempfile.gettempdir()) / "adapmtl-bench-cache"))
+
+    base = make_spec("bench-orch", args.trials, args.iterations, 1, args.resolution, args.batch)
+    prewarm(base)
+    variants = {
+        "engine": lambda wd: run_loop(make_spec("bench-orch", args.trials, args.iterations, 1, args.resolution,
+                                                args.batch), wd, tracking=False),
+        "loop": lambda wd: run_loop(make_spec("bench-orch", args.trials, args.iterations, 1, args.resolution,
+                                              args.batch), wd, tracking=True),
+        "tune1": lambda wd: run_tune(make_spec("bench-orch1", args.trials, args.iterations, 1, args.resolution,
+                                               args.batch), wd),
+        "tune2": lambda wd: run_tune(make_spec("bench-orch2", args.trials, args.iterations, 2, args.resolution,
+                                               args.batch), wd),
+    }
+    order = [v for v in variants if v in args.only]
+    results: dict[str, list[dict[str, float]]] = {v: [] for v in order}
+    loads = []
+    t_all = time.perf_counter()
+    for rep in range(args.repeats):
+        for v in order[rep % len(order):] + order[:rep % len(order)]:
+            with tempfile.TemporaryDirectory(prefix=f"bench-{v}-") as tmp:
+                loads.append(os.getloadavg()[0])
+                res = variants[v](Path(tmp))
+                results[v].append(res)
+                print(f"  repeat {rep + 1} {v:7s} wall {res['wall']:7.1f} s"
+                      + (f"  phase-2 {res['phase2_trials']:.0f} trials in {res['phase2_span']:.1f} s"
+                         f" (median trial {res['trial_s']:.1f} s)" if "phase2_span" in res else "")
+                      + f"  load {os.getloadavg()[0]:.2f}", flush=True)
+
+    def med(v: str, k: str) -> float:
+        return statistics.median(r[k] for r in results[v]) if results.get(v) else float("nan")
+
+    def spread(values: list[float]) -> str:
+        return f"[{min(values):.2f}, {max(values):.2f}]" if len(values) > 1 else ""
+
+    print(f"\n{args.trials} trials × {args.iterations} steps, resnet34 w0.125 {args.resolution}² b{args.batch}, "
+          f"1 thread per trial; {args.repeats} repeat(s), load average during runs "
+          f"{min(loads):.2f}–{max(loads):.2f}")
+    print(f"{'':34s} {'value':>8s} {'spread':>14s}  target")
+    for v in order:
+        print(f"  wall {v:28s} {med(v, 'wall'):7.1f}s")
+    if "loop" in results and "tune1" in results:
+        rs = [t["wall"] / lp["wall"] for t, lp in zip(results["tune1"], results["loop"], strict=False)]
+        r = statistics.median(rs)
+        print(f"{'tune×1 / loop wall time':34s} {r:7.3f}× {spread(rs):>14s}  ≤ 1.15×  "
+              f"{'met' if r <= 1.15 else 'missed'}")
+    if "engine" in results and "loop" in results:
+        rs = [lp["wall"] / e["wall"] for lp, e in zip(results["loop"], results["engine"], strict=False)]
+        print(f"{'loop+MLflow / engine-only':34s} {statistics.median(rs):7.3f}× {spread(rs):>14s}  (tracking share)")
+    if "tune1" in results and "tune2" in results:
+        rs = [b["phase2_throughput"] / a["phase2_throughput"]
+              for a, b in zip(results["tune1"], results["tune2"], strict=False)]
+        r = statistics.median(rs)
+        print(f"{'tune×2 / tune×1 phase-2 throughput':34s} {r:7.3f}× {spread(rs):>14s}  ≥ 1.7×   "
+              f"{'met' if r >= 1.7 else 'missed'}")
+        rs = [a["wall"] / b["wall"] for a, b in zip(results["tune1"], results["tune2"], strict=False)]
+        print(f"{'tune×1 / tune×2 whole-sweep wall':34s} {statistics.median(rs):7.3f}× {spread(rs):>14s}")
+    print(f"\n({time.perf_counter() - t_all:.0f} s)")
+    flags = " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"reproduce: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_orchestration.py {flags}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -44,6 +44,7 @@ def _harness(params: dict, target: float | None, *, iterations: int = 30, lr: fl
     )
     method.setup(ctx)
     opt = ctx.make_optimizer(model.parameters())
+    method.bind_optimizer(opt)
     return model, method, opt
 
 
@@ -170,6 +171,7 @@ def test_fix_mask_freezes_the_mask_and_keeps_effective_weights_continuous():
                      for n, m in mods}
             thetas = [t.detach().clone() for t in model.soft_thresholds.parameters_list()]
         opt.step()
+        method.after_optimizer_step(i)
         if i % 5 == 0:
             method.log_state()  # the host learns "fixed" only here
     assert fixed_at is not None and fixed_at < 25

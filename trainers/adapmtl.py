@@ -26,10 +26,9 @@ around each optimizer step the θ parameters and their Adam state (``exp_avg``, 
 are snapshotted and restored with ``torch.where(frozen, old, new)``. Exact for θ and the moments; the
 ``step`` counter is restored too when it lives on θ's device (CPU runs, capturable/fused Adam) — otherwise
 (CUDA with default Adam keeps ``step`` on the CPU) it keeps counting on frozen steps, which only shifts the
-bias correction ``1 − β^t`` once the rule un-freezes (documented approximation). The engine does not hand
-the optimizer to methods, so the method binds to "the optimizer that steps these θ" through a process-wide
-step-hook pair (one pair per process, dispatching to live methods only); :meth:`AdapMTL.bind_optimizer`
-binds explicitly.
+bias correction ``1 − β^t`` once the rule un-freezes (documented approximation). The engine hands
+the run's optimizer to the method (``bind_optimizer``); the snapshot is taken at the end of
+``before_optimizer_step`` and restored at the start of ``after_optimizer_step``, which bracket ``optimizer.step()``.
 
 Deliberate departures (all documented in the README table of the issue note):
 * β (``weighting="paper"``) is Eq. 6; λ is expressed by default relative to the architecture (see
@@ -41,7 +40,6 @@ Deliberate departures (all documented in the README table of the issue note):
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
@@ -147,28 +145,6 @@ def effective_warmup(params: AdapMTLParams, total_iterations: int) -> int:
     return min(params.warmup, int(round(params.warmup_fraction * total_iterations)))
 
 
-# -- the optimizer binding: one process-wide hook pair dispatching to live AdapMTL instances ------------
-_LIVE: weakref.WeakSet[AdapMTL] = weakref.WeakSet()
-_HOOKS: list[Any] = []
-
-
-def _ensure_global_hooks() -> None:
-    if _HOOKS:
-        return
-    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
-
-    def pre(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        for method in list(_LIVE):
-            method._pre_step(optimizer)
-
-    def post(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        for method in list(_LIVE):
-            method._post_step(optimizer)
-
-    _HOOKS.append(register_optimizer_step_pre_hook(pre))
-    _HOOKS.append(register_optimizer_step_post_hook(post))
-
-
 class AdapMTL(PruningMethod):
     name = "adapmtl"
     Params = AdapMTLParams
@@ -202,8 +178,7 @@ class AdapMTL(PruningMethod):
         self._frozen: Tensor | None = None       # θ frozen on the current step
         self._zeros: Tensor | None = None        # zero count at the last check
         self._reached_step: Tensor | None = None  # first step the target was reached (−1: not yet)
-        # optimizer binding
-        self._bound: weakref.ref[torch.optim.Optimizer] | None = None
+        # θ/Adam-state snapshot taken before a step and restored after it where frozen
         self._armed = False
         self._snapshot: list[tuple[Tensor, dict[str, Tensor] | None]] | None = None
 
@@ -236,8 +211,6 @@ class AdapMTL(PruningMethod):
         self._frozen = torch.zeros((), dtype=torch.bool, device=dev)
         self._zeros = torch.zeros((), dtype=torch.int64, device=dev)
         self._reached_step = torch.full((), -1, dtype=torch.int64, device=dev)
-        _ensure_global_hooks()
-        _LIVE.add(self)
 
     # -- hooks ---------------------------------------------------------------------------------------
     def task_weights(self, step: int, task_losses: Mapping[str, Tensor]) -> Mapping[str, Any]:
@@ -253,6 +226,7 @@ class AdapMTL(PruningMethod):
         if bank.fixed_known:  # fixed mask: nothing can change any more; θ stays frozen
             self._frozen = torch.ones_like(self._frozen)
             self._armed = True
+            self._pre_step()
             return
         zeros = self._count_zeros()
         reached = zeros >= self.target_zeros
@@ -267,6 +241,10 @@ class AdapMTL(PruningMethod):
             bank.fixed.copy_(bank.fixed | reached)
             self._frozen = bank.fixed.clone()
         self._armed = True
+        self._pre_step()
+
+    def after_optimizer_step(self, step: int) -> None:
+        self._post_step()
 
     def _count_zeros(self) -> Tensor:
         """Exactly-zero effective weights over every component (count-weighted), on the device."""
@@ -292,25 +270,11 @@ class AdapMTL(PruningMethod):
             par.mask.copy_(torch.where(fix_now, keep & par.mask, par.mask))
             w.copy_(torch.where(fix_now, soft_threshold(w, alpha, par.mask), w))
 
-    # -- optimizer binding (θ and its Adam state unchanged on frozen steps) ----------------------------
-    def bind_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        """Bind explicitly to the optimizer that steps the thresholds (otherwise found at its first step)."""
-        self._bound = weakref.ref(optimizer)
-
-    def _owns(self, optimizer: torch.optim.Optimizer) -> bool:
-        if self._bound is not None and self._bound() is optimizer:
-            return True
-        if self.bank is None:
-            return False
-        first = self.bank.parameters_list()[0]
-        if any(q is first for group in optimizer.param_groups for q in group["params"]):
-            self._bound = weakref.ref(optimizer)
-            return True
-        return False
-
+    # -- θ and its Adam state unchanged on frozen steps (the engine binds the optimizer) -------------------
     @torch.no_grad()
-    def _pre_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if not self._armed or self.bank is None or not self._owns(optimizer):
+    def _pre_step(self) -> None:
+        optimizer = self.optimizer
+        if not self._armed or self.bank is None or optimizer is None:
             return
         snap = []
         for theta in self.bank.parameters_list():
@@ -320,8 +284,9 @@ class AdapMTL(PruningMethod):
         self._snapshot = snap
 
     @torch.no_grad()
-    def _post_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self._snapshot is None or self.bank is None or not self._owns(optimizer):
+    def _post_step(self) -> None:
+        optimizer = self.optimizer
+        if self._snapshot is None or self.bank is None or optimizer is None:
             return
         frozen = self._frozen
         assert frozen is not None

@@ -238,6 +238,7 @@ def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path 
 
     optimizer = make_optimizer(model.parameters())
     scheduler = make_scheduler(optimizer)
+    method.bind_optimizer(optimizer)
     start = 0
     if state is not None:
         model.load_state_dict(state["model"])

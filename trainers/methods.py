@@ -88,11 +88,17 @@ class PruningMethod:
     def __init__(self, params: MethodParams | None = None) -> None:
         self.params = params if params is not None else self.Params()
         self.ctx: MethodContext | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
 
     # -- hooks (DESIGN.md §3.3) -------------------------------------------------------------------
     def setup(self, ctx: MethodContext) -> None:
         """Before training: install parametrizations, compute masks, remember the initialization."""
         self.ctx = ctx
+
+    def bind_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """The engine hands over the run's optimizer once it exists (after ``setup``), for methods that
+        must act on its state around a step (AdapMTL keeps frozen thresholds' Adam state unchanged)."""
+        self.optimizer = optimizer
 
     def task_weights(self, step: int, task_losses: Mapping[str, torch.Tensor]) -> Mapping[str, Any]:
         """Weight of each task loss at this step (floats or 0-d device tensors; never force a host sync)."""

@@ -1,7 +1,7 @@
 """Question 3 of the performance issue: what does the Ray Tune orchestration cost over a plain Python loop?
 
 The same sweep — one dense reference and ``--trials − 1`` fixed SNIP trials (SNIP's step costs the same as the
-dense one, see Q1), CPU-sized ResNet34 on synthetic scenes — is run three ways, in one process, one after the
+dense one, see Q1), the quickstart's CPU-sized ResNet34 (width 0.125, 48², batch 8) on synthetic scenes — is run three ways, in one process, one after the
 other, each in a fresh work dir and MLflow store:
 
 * **loop**: the plan's RunConfigs trained by ``trainers.engine.train`` in a plain ``for`` loop, one intra-op
@@ -25,11 +25,14 @@ The order of the three is rotated between repeats (``--repeats``) to cancel drif
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +55,7 @@ def make_spec(name: str, trials: int, iterations: int, num_cpus: int, resolution
                     "tasks": ["segment_semantic", "normal", "depth_zbuffer"],
                     "options": {"n_train": 256, "n_val": 32, "n_test": 32}},
         "architectures": ["resnet34"],
-        "model": {"width": 0.125, "head_channels": 16},
+        "model": {"width": 0.125},
         "methods": {"dense": {}, "snip": {}},
         "sparsities": sparsities,
         "seeds": [0],
@@ -99,16 +102,33 @@ def run_loop(spec: dict[str, Any], workdir: Path, *, tracking: bool) -> dict[str
     return {"wall": time.perf_counter() - t0}
 
 
-def run_tune(spec: dict[str, Any], workdir: Path) -> dict[str, float]:
+@contextlib.contextmanager
+def reuse_actors() -> Iterator[None]:
+    """Experiment: every ``tune.TuneConfig`` the orchestrator builds gets ``reuse_actors=True`` (Ray's default
+    is False: one new actor process per trial, which imports torch/trainers/mlflow again)."""
+    from ray import tune
+
+    orig = tune.TuneConfig
+    tune.TuneConfig = functools.partial(orig, reuse_actors=True)  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        tune.TuneConfig = orig  # type: ignore[misc]
+
+
+def run_tune(spec: dict[str, Any], workdir: Path, *, reuse: bool = False) -> dict[str, float]:
     """``run_sweep`` (the code path of ``adapmtl run``); phase timings from the MLflow runs' start/end."""
     from orchestrator import tracking as trk
     from orchestrator.sweep import run_sweep
 
     plan = _plan(spec)
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    e0 = time.time()
     t0 = time.perf_counter()
-    outcome = run_sweep(plan, workdir=workdir, tracking_uri=uri)
+    with reuse_actors() if reuse else contextlib.nullcontext():
+        outcome = run_sweep(plan, workdir=workdir, tracking_uri=uri)
     wall = time.perf_counter() - t0
+    e1 = time.time()
     kids = trk.children(uri, outcome.experiment_id, outcome.parent_run_id)
     trials = [r for r in kids if r.data.tags.get("role") == trk.ROLE_TRIAL]
     refs = [r for r in kids if r.data.tags.get("role") != trk.ROLE_TRIAL]
@@ -117,7 +137,12 @@ def run_tune(spec: dict[str, Any], workdir: Path) -> dict[str, float]:
     ref_s = [(r.info.end_time - r.info.start_time) / 1000.0 for r in refs]
     if outcome.finished != len(kids) or outcome.failed:
         raise RuntimeError(f"sweep did not finish cleanly: {outcome.finished} finished, {outcome.failed} failed")
+    ordered = sorted(kids, key=lambda r: r.info.start_time)
+    inside = sum(r.info.end_time - r.info.start_time for r in ordered) / 1000.0
+    gaps = sum(max(0, b.info.start_time - a.info.end_time) for a, b in zip(ordered, ordered[1:])) / 1000.0
     return {"wall": wall, "phase2_span": span, "phase2_trials": float(len(trials)),
+            "before_first": ordered[0].info.start_time / 1000.0 - e0, "inside_runs": inside, "gaps": gaps,
+            "after_last": e1 - max(r.info.end_time for r in kids) / 1000.0,
             "phase2_throughput": len(trials) / span, "trial_s": statistics.median(trial_s),
             "ref_s": statistics.median(ref_s) if ref_s else float("nan")}
 
@@ -135,11 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=6, help="1 reference + trials−1 SNIP trials")
     parser.add_argument("--iterations", type=int, default=150, help="steps per trial")
-    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--resolution", type=int, default=48, help="48 = examples/quickstart.yaml")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--only", nargs="+", choices=["engine", "loop", "tune1", "tune2"],
-                        default=["engine", "loop", "tune1", "tune2"])
+    parser.add_argument("--only", nargs="+", choices=["engine", "loop", "tune1", "tune2", "tune1+reuse"],
+                        default=["engine", "loop", "tune1", "tune2"],
+                        help="tune1+reuse: tune×1 with TuneConfig(reuse_actors=True) patched in (experiment)")
     args = parser.parse_args(argv)
     os.environ.setdefault("ADAPMTL_CACHE", str(Path(tempfile.gettempdir()) / "adapmtl-bench-cache"))
 
@@ -154,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                                                args.batch), wd),
         "tune2": lambda wd: run_tune(make_spec("bench-orch2", args.trials, args.iterations, 2, args.resolution,
                                                args.batch), wd),
+        "tune1+reuse": lambda wd: run_tune(make_spec("bench-orch1r", args.trials, args.iterations, 1,
+                                                     args.resolution, args.batch), wd, reuse=True),
     }
     order = [v for v in variants if v in args.only]
     results: dict[str, list[dict[str, float]]] = {v: [] for v in order}
@@ -182,11 +210,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':34s} {'value':>8s} {'spread':>14s}  target")
     for v in order:
         print(f"  wall {v:28s} {med(v, 'wall'):7.1f}s")
+        if "before_first" in results[v][0]:
+            print(f"    before 1st trial {med(v, 'before_first'):6.1f}s · inside trial runs {med(v, 'inside_runs'):6.1f}s"
+                  f" · gaps between runs {med(v, 'gaps'):6.1f}s · after last {med(v, 'after_last'):5.1f}s")
     if "loop" in results and "tune1" in results:
         rs = [t["wall"] / lp["wall"] for t, lp in zip(results["tune1"], results["loop"], strict=False)]
         r = statistics.median(rs)
         print(f"{'tune×1 / loop wall time':34s} {r:7.3f}× {spread(rs):>14s}  ≤ 1.15×  "
               f"{'met' if r <= 1.15 else 'missed'}")
+    if "loop" in results and "tune1+reuse" in results:
+        rs = [t["wall"] / lp["wall"] for t, lp in zip(results["tune1+reuse"], results["loop"], strict=False)]
+        print(f"{'tune×1 reuse_actors / loop wall':34s} {statistics.median(rs):7.3f}× {spread(rs):>14s}  (experiment)")
     if "engine" in results and "loop" in results:
         rs = [lp["wall"] / e["wall"] for lp, e in zip(results["loop"], results["engine"], strict=False)]
         print(f"{'loop+MLflow / engine-only':34s} {statistics.median(rs):7.3f}× {spread(rs):>14s}  (tracking share)")

@@ -56,7 +56,7 @@ class SweepPaths:
         """Tune/Train storage: the spec's (any pyarrow URI) or a local directory in the sweep dir."""
         if configured:
             return configured.rstrip("/") + f"/{self.name}" if "://" in configured else \
-                str((Path(configured).expanduser().resolve() / self.name))
+                str(Path(configured).expanduser().resolve() / self.name)
         return str(self.root / "tune")
 
     def output(self, suffix: str) -> Path:

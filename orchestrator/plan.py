@@ -36,6 +36,8 @@ class Group:
     sparsity: float
     seed: int
     base: dict[str, Any]  # RunConfig kwargs without the searched parameters
+    entry: str = ""  # the spec's key: the method name, or "method@variant" for ablation variants
+    label: str | None = None  # the MLflow ``variant`` tag
     space: dict[str, Any] = field(default_factory=dict)  # param -> spec (searched groups only)
     samples: int = 1
     reference_id: str = ""
@@ -121,8 +123,11 @@ def build_plan(spec: SweepSpec) -> Plan:
     from trainers.methods import METHOD_REGISTRY
 
     for m in spec.methods:
-        if m not in METHOD_REGISTRY:
+        name, _, variant = m.partition("@")
+        if name not in METHOD_REGISTRY:
             raise SpecError(f"methods.{m}: unknown method (known: {', '.join(sorted(METHOD_REGISTRY))})")
+        if name == "dense" and variant:
+            raise SpecError(f"methods.{m}: the dense reference has no variants")
 
     references: list[Reference] = []
     for arch in spec.architectures:
@@ -134,38 +139,40 @@ def build_plan(spec: SweepSpec) -> Plan:
                                         run_key=cfg.run_key()))
 
     groups: list[Group] = []
-    for method in spec.pruning_methods():
-        mspec = spec.methods[method]
+    for entry in spec.pruning_methods():
+        mspec = spec.methods[entry]
+        method, _, variant = entry.partition("@")
         ms = space_for(method)
         fixed = {**ms.fixed, **mspec.params}
         space: dict[str, Any] = {}
         if mspec.searched:
             space = dict(ms.space) if mspec.search == "default" else dict(mspec.search)  # type: ignore[arg-type]
             if not space:
-                raise SpecError(f"methods.{method}.search: the method has no search space (search_spaces/"
+                raise SpecError(f"methods.{entry}.search: the method has no search space (search_spaces/"
                                 f"{method}.py); drop 'search' or give a space")
             space = {k: v for k, v in space.items() if k not in mspec.params}  # fixed in the spec wins
             for name, pspec in space.items():
                 try:
                     check_param(name, pspec)
                 except ValueError as exc:
-                    raise SpecError(f"methods.{method}.search: {exc}") from None
+                    raise SpecError(f"methods.{entry}.search: {exc}") from None
             if spec.search.algorithm == "grid":
                 bad = [k for k, v in space.items() if not (isinstance(v, list | tuple) or
                                                            (isinstance(v, dict) and v.get("type") == "choice"))]
                 if bad:
-                    raise SpecError(f"methods.{method}.search: grid search needs choice/list parameters, "
+                    raise SpecError(f"methods.{entry}.search: grid search needs choice/list parameters, "
                                     f"not {', '.join(bad)}")
         for arch in spec.architectures:
             for sparsity in spec.sparsities:
                 for seed in spec.seeds:
                     params = {**fixed, **{k: representative(v) for k, v in space.items()}}
                     kwargs = _run_config_kwargs(spec, arch, seed, method, params, sparsity)
-                    _validated(kwargs, f"methods.{method}")
+                    _validated(kwargs, f"methods.{entry}")
                     base = _run_config_kwargs(spec, arch, seed, method, fixed, sparsity)
                     groups.append(Group(
-                        id=f"{method}-{arch}-sp{_fmt_sparsity(sparsity)}-seed{seed}", method=method, arch=arch,
-                        sparsity=sparsity, seed=seed, base=base, space=space,
+                        id=f"{entry.replace('@', '.')}-{arch}-sp{_fmt_sparsity(sparsity)}-seed{seed}",
+                        method=method, arch=arch, sparsity=sparsity, seed=seed, base=base, space=space,
+                        entry=entry, label=mspec.label or variant or None,
                         samples=mspec.samples if space else 1, reference_id=f"dense-{arch}-seed{seed}",
                     ))
     return Plan(spec=spec, references=references, groups=groups)

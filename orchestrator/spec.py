@@ -47,6 +47,10 @@ class ModelSpec(_Strict):
 class MethodSpec(_Strict):
     """One method of the sweep: fixed parameters plus an optional search over ``search_spaces/<method>``.
 
+    The key in ``methods`` is the method name, or ``name@variant`` for several configurations of one method
+    (ablations): each variant is its own group and its runs carry the MLflow tag ``variant`` (``label`` or the
+    part after ``@``).
+
     ``search``: ``None``/``"none"`` = no search (one trial per group with the fixed parameters),
     ``"default"`` = the method's space from search_spaces, or a dict ``{param: spec}`` replacing it.
     """

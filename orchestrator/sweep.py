@@ -74,7 +74,8 @@ def run_sweep(plan: Plan, *, workdir: Path, tracking_uri: str, address: str | No
     store = paths.storage(storage or spec.ray.storage)
     try:
         _log(f"Ray: {'embedded' if session.embedded else 'cluster'} at {session.address} "
-             f"({session.num_cpus:g} CPU, {session.num_gpus:g} GPU)")
+             f"({session.num_cpus:g} CPU, {session.num_gpus:g} GPU)"
+             + (f", temp dir {session.temp_dir}" if session.temp_dir else ""))
         base_ctx = dict(sweep=spec.name, tracking_uri=tracking_uri, experiment_id=exp_id, parent_run_id=parent,
                         runs_dir=str(paths.runs), storage=store, git_sha=git)
         references = _phase_references(plan, session, base_ctx)
@@ -194,8 +195,7 @@ def _phase_groups(plan: Plan, session: Any, base: dict[str, Any], references: di
 
 
 def _unit(g: Group, spec: SweepSpec) -> Unit:
-    return Unit(id=g.id, role=tracking.ROLE_TRIAL, base=g.base, reference_id=g.reference_id,
-                label=spec.methods[g.method].label)
+    return Unit(id=g.id, role=tracking.ROLE_TRIAL, base=g.base, reference_id=g.reference_id, label=g.label)
 
 
 def _run_tuner(plan: Plan, name: str, ctx: TrialContext, unit_ids: list[str], session: Any, *,
@@ -284,8 +284,10 @@ def _mark_best(base: dict[str, Any], g: Group, mode: str) -> None:
             if r.info.status == "FINISHED" and "val/objective" in r.data.metrics]
     if not runs:
         return
-    key = (lambda r: r.data.metrics["val/objective"])
-    best = max(runs, key=key) if mode == "max" else min(runs, key=key)
+    def score(r: Any) -> float:
+        return r.data.metrics["val/objective"]
+
+    best = max(runs, key=score) if mode == "max" else min(runs, key=score)
     c = tracking.client(uri)
     for r in runs:
         c.set_tag(r.info.run_id, "best", "true" if r.info.run_id == best.info.run_id else "false")

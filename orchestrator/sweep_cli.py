@@ -61,7 +61,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 def prepare(spec_path: str, args: argparse.Namespace, *, state: dict[str, Any] | None = None,
             check_root: bool = True, dry_run: bool = False) -> tuple[Any, Path, str, str | None]:
     """Load + validate everything; returns (plan, workdir, tracking URI, Ray address). No Ray, no compute."""
-    from orchestrator import cluster, spec as specmod, tracking
+    from orchestrator import cluster, tracking
+    from orchestrator import spec as specmod
     from orchestrator.plan import build_plan
 
     state = state or {}
@@ -80,7 +81,17 @@ def prepare(spec_path: str, args: argparse.Namespace, *, state: dict[str, Any] |
             raise specmod.SpecError(f"MLflow tracking URI {uri}: {parent} is not writable")
     else:
         specmod.check_tracking(uri)
+    if address and address != "auto" and uri.startswith("sqlite:") and not _is_local(address):
+        print(f"adapmtl: warning: a cluster at {address} with a local sqlite store ({uri}): trials on other "
+              "nodes cannot write to it; use an MLflow server URI (--tracking-uri http://...)", file=sys.stderr)
     return plan, workdir, uri, address
+
+
+def _is_local(address: str) -> bool:
+    from orchestrator.spec import parse_host_port
+
+    host, _ = parse_host_port(address, 6379)
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 def _execute(plan: Any, workdir: Path, uri: str, address: str | None, storage: str | None) -> int:
@@ -149,7 +160,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from orchestrator import cluster, spec as specmod, tracking
+    from orchestrator import cluster, tracking
+    from orchestrator import spec as specmod
     from orchestrator.plan import build_plan
 
     spec = specmod.load_spec(args.spec)
@@ -206,6 +218,3 @@ def _results(name: str, paths: SweepPaths, uri: str) -> None:
             print(f"(could not run `adapmtl {' '.join(argv)}`)", file=sys.stderr)
         except Exception as exc:
             print(f"(`adapmtl {' '.join(argv[:3])}` failed: {exc})", file=sys.stderr)
-    for f in (paths.output("comparison.tex"), paths.output("sweep.png")):
-        if f.exists():
-            print(f"wrote {f}", file=sys.stderr)

@@ -88,8 +88,11 @@ def test_submit_follow_runs_the_sweep_as_a_ray_job(tmp_path, local_cluster):
     assert _cluster_processes(temp_dir)  # the cluster outlived the job; the fixture stops it
 
 
-def test_unreachable_jobs_address_is_one_line(tmp_path):
+def test_unreachable_jobs_address_is_one_line(tmp_path, capsys):
+    from orchestrator.cli import main
+
     spec = write(tmp_path, tiny_spec("tiny-job", {"dense": {}}, []))
-    proc = adapmtl("submit", str(spec), "--address", f"http://127.0.0.1:{free_port()}", cwd=tmp_path, timeout=120)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "unreachable" in proc.stderr
+    rc = main(["submit", str(spec), "--address", f"http://127.0.0.1:{free_port()}", "--workdir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.count("\n") == 0 and "unreachable" in err, err

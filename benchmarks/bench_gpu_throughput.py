@@ -16,7 +16,7 @@ Variants (same weights at the start, same batches):
 Per variant: ``--warmup`` steps (cuDNN autotuning, allocator), then ``--steps`` timed with a pair of
 ``torch.cuda.Event`` around the whole window (host waits only at its end); images/s = batch·steps/elapsed.
 Busy fraction: a ``torch.profiler`` trace of ``--profile-steps`` further steps; the union of the CUDA kernel
-and memcpy intervals divided by the trace's wall span (1.0 = the GPU never waits for the host or the data).
+and memcpy intervals divided by the window's wall time (1.0 = the GPU never waits for the host or the data).
 Host syncs: the same steps under ``torch.cuda.set_sync_debug_mode("warn")``; the number of synchronising calls
 per step is printed (expected 0 between logging intervals, see Q2).
 
@@ -132,7 +132,8 @@ def timed(s: Setup, steps: int) -> float:
 
 
 def busy_fraction(s: Setup, steps: int) -> float:
-    """Union of CUDA kernel/memcpy/memset intervals over the wall span of ``steps`` profiled steps."""
+    """Union of the CUDA kernel/memcpy/memset intervals over the host wall time of ``steps`` profiled steps
+    (ending with a synchronize, so the window covers all the GPU work it launched)."""
     from torch.profiler import ProfilerActivity, profile
 
     loss_sum = torch.zeros((), device="cuda")
@@ -159,8 +160,7 @@ def busy_fraction(s: Setup, steps: int) -> float:
             cur_e = max(cur_e, b)
     if cur_e is not None:
         busy += cur_e - cur_s
-    span = (intervals[-1][1] - intervals[0][0]) if intervals else wall_us
-    return busy / max(span, wall_us * 0.5, 1.0)
+    return min(1.0, busy / max(wall_us, 1.0))
 
 
 def sync_calls_per_step(s: Setup, steps: int) -> float:

@@ -87,6 +87,9 @@ def run_sweep(plan: Plan, *, workdir: Path, tracking_uri: str, address: str | No
         c.set_tag(parent, "status", status.lower())
         c.set_tag(parent, "failure_reason", f"{type(exc).__name__}: {str(exc)[:500]}")
         c.set_terminated(parent, status=status)
+        for r in tracking.children(tracking_uri, exp_id, parent):  # `resume` reopens and continues them
+            if r.info.status == "RUNNING":
+                tracking.mark_if_running(tracking_uri, r.info.run_id, "KILLED", f"sweep interrupted ({status.lower()})")
         raise
     finally:
         session.close()
@@ -210,6 +213,9 @@ def _run_tuner(plan: Plan, name: str, ctx: TrialContext, unit_ids: list[str], se
     # Ray's new console output prints an experiment banner even at verbose=0; the legacy reporter honours it
     # (our ProgressLine is the status line).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune's own SIGINT handler turns Ctrl-C into a quiet early return of fit(); the sweep would then carry on
+    # as if the phase had ended. Without it, Ctrl-C is a KeyboardInterrupt: parent run KILLED, exit 130.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     spec = plan.spec
     s = spec.search
     resources, occupied = _per_trial(spec, ctx.cpus)

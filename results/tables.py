@@ -219,15 +219,18 @@ def _mean_metrics(items: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[st
 
 
 def pick_trials(runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """Per group of ``keys`` + seed, the run the tuner would report: best ``val/delta_t`` (test never
-    selects), latest run on ties or when no validation score was logged."""
+    """Per group of ``keys`` + seed, the run the tuner reported: the run the orchestrator tagged
+    ``best=true`` (its penalised validation objective), else the best ``val/delta_t`` (test never selects),
+    latest run on ties or when no validation score was logged."""
     val = metric_col(S.val_delta_t())
+    best_tag = "tags.best"
     order = runs.assign(
+        _best=(runs[best_tag] == "true").astype(int) if best_tag in runs else 0,
         _val=runs[val].fillna(-np.inf) if val in runs else -np.inf,
         _end=runs["end_time"].astype("float64").fillna(-np.inf),
-    ).sort_values(["_val", "_end"], kind="stable")
+    ).sort_values(["_best", "_val", "_end"], kind="stable")
     picked = order.groupby([*keys, S.TAG_SEED], dropna=False, sort=False).tail(1)
-    return picked.drop(columns=["_val", "_end"])
+    return picked.drop(columns=["_best", "_val", "_end"])
 
 
 # -- selection ------------------------------------------------------------------------------------------

@@ -171,3 +171,20 @@ def test_unknown_selection_errors(df):
         T.comparison(df, arch="vgg")
     with pytest.raises(ValueError, match="unknown table kind"):
         T.build("nope", df)
+
+
+def test_pick_trials_prefers_the_orchestrators_best_tag():
+    """The orchestrator tags the trial with the best *penalised* objective; that one is reported even when
+    another trial of the group has a higher raw val ΔT (e.g. it missed the sparsity target)."""
+    import pandas as pd
+
+    from results import schema as S
+    from results.tables import metric_col, pick_trials
+
+    runs = pd.DataFrame({
+        "tags.method": ["adapmtl"] * 3, S.TAG_SEED: ["0"] * 3, "run_id": ["a", "b", "c"],
+        metric_col(S.val_delta_t()): [5.0, 2.0, 1.0], "tags.best": ["false", "true", "false"],
+        "end_time": [1, 2, 3],
+    })
+    assert pick_trials(runs, ["tags.method"])["run_id"].tolist() == ["b"]
+    assert pick_trials(runs.drop(columns=["tags.best"]), ["tags.method"])["run_id"].tolist() == ["a"]

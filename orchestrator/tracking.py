@@ -27,15 +27,17 @@ NONFINITE_PREFIX = "non-finite loss"
 
 
 def resolve_tracking_uri(uri: str | None = None, workdir: Path | str | None = None) -> str:
-    """``--tracking-uri`` > ``MLFLOW_TRACKING_URI`` > ``sqlite:///<workdir>/mlflow.db`` (DESIGN §3.6)."""
-    if uri:
-        return uri
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    root = Path(workdir or Path.cwd() / ".adapmtl").resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'mlflow.db'}"
+    """``--tracking-uri`` > ``MLFLOW_TRACKING_URI`` > ``sqlite:///<workdir>/mlflow.db`` (DESIGN §3.6).
+
+    The precedence lives in ``results.schema`` so ``adapmtl run`` and ``adapmtl table`` always agree; here
+    the local store's directory is also created.
+    """
+    from results.schema import resolve_tracking_uri as resolve
+
+    resolved = resolve(uri, workdir)
+    if resolved.startswith("sqlite:///"):
+        Path(resolved[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return resolved
 
 
 def artifact_location(uri: str, workdir: Path | str | None = None) -> str | None:

@@ -292,8 +292,11 @@ class _NoSync:
     {"theta_init": -4.0, "on_target": "freeze_thresholds", "weighting": "official_code", "window": 2,
      "warmup": 0, "warmup_fraction": None},
 ])
-def test_per_step_hooks_never_read_device_values(params):
+def test_per_step_hooks_never_read_device_values(params, monkeypatch):
     """The CPU stand-in for CUDA sync debugging: the hooks run with every host read disabled."""
+    import trainers.adapmtl
+
+    monkeypatch.setattr(trainers.adapmtl, "CPU_FLAG_SHORTCUT", False)  # the CUDA code path
     model, method, opt = _harness(params, 0.2)
     pre, post = method._pre_step, method._post_step
 

@@ -60,7 +60,9 @@ class WeightMask(nn.Module):
         self.register_buffer("mask", torch.ones(tuple(shape), dtype=torch.bool, device=device))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight * self.mask
+        # where() reads the bool mask directly; `weight * mask` would materialise a float copy of it in the
+        # forward and again in the backward.
+        return torch.where(self.mask, weight, weight.new_zeros(()))
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ class MaskSet:
     def enforce_(self) -> None:
         """Zero the stored weights at pruned positions (after every optimizer step; no host sync)."""
         for layer in self.layers:
-            layer.original.mul_(layer.mask)
+            layer.original.masked_fill_(~layer.mask, 0)
 
     @torch.no_grad()
     def set_masks(self, masks: Sequence[torch.Tensor], indices: Sequence[int] | None = None) -> None:
@@ -162,7 +164,7 @@ class MaskSet:
         for i, new in zip(idx, masks, strict=True):
             layer = self.layers[i]
             layer.mask.copy_(new.reshape(layer.mask.shape))
-            layer.original.mul_(layer.mask)
+            layer.original.masked_fill_(~layer.mask, 0)
 
     @torch.no_grad()
     def fill_(self, value: bool = True) -> None:

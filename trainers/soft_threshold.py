@@ -49,7 +49,8 @@ class _SoftThresholdFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w: Tensor, alpha: Tensor, mask: Tensor | None) -> Tensor:  # type: ignore[override]
-        out = torch.sign(w) * torch.clamp(w.abs() - alpha, min=0)
+        # W − clamp(W, −α, α) = sign(W)·max(|W| − α, 0) bit for bit, in 2 passes instead of 5 (exact zeros).
+        out = w - torch.clamp(w, -alpha, alpha)
         if mask is not None:
             out = out * mask
         ctx.save_for_backward(w, alpha, mask)
@@ -65,7 +66,7 @@ class _SoftThresholdFn(torch.autograd.Function):
         grad_w = kept_grad if ctx.needs_input_grad[0] else None
         grad_alpha = None
         if ctx.needs_input_grad[1]:
-            grad_alpha = -(kept_grad * torch.sign(w)).sum().reshape(alpha.shape).to(alpha.dtype)
+            grad_alpha = -torch.dot(kept_grad.reshape(-1), torch.sign(w).reshape(-1)).reshape(alpha.shape).to(alpha.dtype)
         return grad_w, grad_alpha, None
 
 

@@ -228,7 +228,8 @@ def _run_tuner(plan: Plan, name: str, ctx: TrialContext, unit_ids: list[str], se
     path = f"{ctx.storage}/{name}"
     if searched is None:
         tuner = tune.Tuner(trainable, param_space={"unit": tune.grid_search(unit_ids)},
-                           tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency),
+                           tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency,
+                                                       reuse_actors=True),
                            run_config=run_config)
     elif tune.Tuner.can_restore(path):
         _log(f"group {searched.id}: continuing its Tune experiment ({path})")
@@ -255,6 +256,7 @@ def _run_tuner(plan: Plan, name: str, ctx: TrialContext, unit_ids: list[str], se
         tuner = tune.Tuner(trainable, param_space={"unit": searched.id, "params": space},
                            tune_config=tune.TuneConfig(metric="objective", mode=s.mode, search_alg=search_alg,
                                                        scheduler=scheduler, max_concurrent_trials=concurrency,
+                                                       reuse_actors=True,  # no re-import of torch per trial (bench Q3)
                                                        num_samples=searched.samples if s.algorithm != "grid" else 1),
                            run_config=run_config)
     grid = tuner.fit()

@@ -73,3 +73,10 @@ def read_npy(path: str | Path) -> np.ndarray:
         raise DatasetError(p, "array file not found") from e
     except (OSError, ValueError, EOFError) as e:
         raise DatasetError(p, f"corrupt or unreadable .npy ({type(e).__name__}: {e})") from e
+
+
+def check_options(dataset: str, opts: dict, allowed: set[str]) -> None:
+    """Reject dataset options the loader does not know, naming them (one place for all loaders)."""
+    unknown = sorted(set(opts) - allowed)
+    if unknown:
+        raise ValueError(f"unknown {dataset} option(s) {unknown}; allowed: {sorted(allowed)}")

@@ -44,7 +44,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from trainers.data.errors import DatasetError, load_json, read_npy, read_png, require_dir, require_file
+from trainers.data.errors import (
+    DatasetError,
+    check_options,
+    load_json,
+    read_npy,
+    read_png,
+    require_dir,
+    require_file,
+)
 from trainers.data.transforms import LabelSpec, official_train_transform, resize_pair
 
 JSON_NAME = "nyu_v2_3task.json"
@@ -251,9 +259,7 @@ def build(
     torch's generator, seeded per DataLoader worker). Options: normals, eval_size, image_norm,
     val_fraction, val_seed."""
     allowed = {"normals", "eval_size", "image_norm", "val_fraction", "val_seed"}
-    unknown = sorted(set(opts) - allowed)
-    if unknown:
-        raise ValueError(f"unknown nyuv2 option(s) {unknown}; allowed: {sorted(allowed)}")
+    check_options("nyuv2", opts, allowed)
     if root is None:
         raise DatasetError("<none>", "nyuv2 needs dataset.root (the AdaShare-formatted NYUv2 directory)")
     return NYUv2(root, split, tasks=tasks, resolution=resolution, augment=augment, **opts)

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from trainers.data.errors import DatasetError
+from trainers.data.errors import DatasetError, check_options
 from trainers.data.transforms import LabelSpec, flip_only_transform
 
 log = logging.getLogger(__name__)
@@ -900,9 +900,7 @@ def build(
     ``supersample`` (1-4, default 2), ``noise_std`` (0.02), ``image_norm`` (``center`` | ``imagenet``).
     """
     allowed = {"n", "n_train", "n_val", "n_test", "supersample", "noise_std", "image_norm"}
-    unknown = sorted(set(opts) - allowed)
-    if unknown:
-        raise ValueError(f"unknown synthetic_scenes option(s) {unknown}; allowed: {sorted(allowed)}")
+    check_options("synthetic_scenes", opts, allowed)
     return SyntheticScenes(
         split, tasks=tasks, root=root, resolution=resolution, augment=augment, seed=seed, **opts
     )

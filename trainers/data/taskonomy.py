@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from trainers.data.errors import DatasetError, read_npy, read_png, require_dir, require_file
+from trainers.data.errors import DatasetError, check_options, read_npy, read_png, require_dir, require_file
 from trainers.data.nyuv2 import carve_val, check_tasks, image_to_tensor, normalise_image, read_index
 from trainers.data.transforms import LabelSpec, official_train_transform, resize_pair
 
@@ -185,9 +185,7 @@ def build(
 ) -> Taskonomy:
     """Registry entry point. ``root`` is required; options: eval_size, image_norm, val_fraction, val_seed."""
     allowed = {"eval_size", "image_norm", "val_fraction", "val_seed"}
-    unknown = sorted(set(opts) - allowed)
-    if unknown:
-        raise ValueError(f"unknown taskonomy option(s) {unknown}; allowed: {sorted(allowed)}")
+    check_options("taskonomy", opts, allowed)
     if root is None:
         raise DatasetError("<none>", "taskonomy needs dataset.root (the Tiny-Taskonomy directory)")
     return Taskonomy(root, split, tasks=tasks, resolution=resolution, augment=augment, **opts)

@@ -2,7 +2,7 @@
 
 Two Ray instances on one machine (a test's ``ray start`` cluster and an embedded ``ray.init()``) confuse each
 other unless every start names its address: the embedded instance is therefore always started with
-``address="local"``, its own short temp dir and its own dashboard port, and never by auto-detection.
+``address="local"``, its own short temp dir (and its own dashboard port when it has one), and never by auto-detection.
 
 Token authentication (on by default for local clusters in recent Ray): Ray auto-enables it only when it
 finds the cluster itself; for an explicit address or a Jobs client we enable it whenever a token is
@@ -80,8 +80,14 @@ def resolve_address(cli_address: str | None, spec_address: str | None) -> str | 
     return None
 
 
-def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> Session:
-    """Connect to ``address`` or start an embedded local Ray sized to this machine."""
+def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None, *,
+            dashboard: bool = False) -> Session:
+    """Connect to ``address`` or start an embedded local Ray sized to this machine.
+
+    The embedded Ray starts without its dashboard unless asked (spec ``ray.dashboard``): the dashboard and
+    its agent are two more Python processes competing for a small machine's cores (bench Q3); a sweep's
+    progress line and ``adapmtl status`` do not need it.
+    """
     import ray
 
     env_vars = {k: os.environ[k] for k in ("MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY",
@@ -92,7 +98,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
         temp_dir = tempfile.mkdtemp(prefix="adapmtl-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
         cpus = num_cpus or os.cpu_count() or 1
         ray.init(address="local", num_cpus=cpus, num_gpus=num_gpus, _temp_dir=temp_dir,
-                 include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port(),
+                 include_dashboard=dashboard,
+                 **(dict(dashboard_host="127.0.0.1", dashboard_port=free_port()) if dashboard else {}),
                  runtime_env={"env_vars": env_vars} if env_vars else None, **common)
         res = ray.cluster_resources()
         return Session(address=ray.get_runtime_context().gcs_address, embedded=True,

@@ -14,6 +14,8 @@ Resume design (robust to a driver killed at any point):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import sys
@@ -27,9 +29,10 @@ from orchestrator.paths import SweepPaths
 from orchestrator.plan import Group, Plan
 from orchestrator.spec import SweepSpec, dump_spec
 from orchestrator.trial import TrialContext, Unit
+from search_spaces import describe, to_tune
 
-REFERENCES_PHASE = "references"
-FIXED_PHASE = "fixed"
+#: Prefix of the Tune experiment that runs the references and every group (see orchestrator.feeds).
+MAIN_EXPERIMENT = "sweep"
 
 
 @dataclass
@@ -68,7 +71,7 @@ def run_sweep(plan: Plan, *, workdir: Path, tracking_uri: str, address: str | No
 
     from orchestrator import cluster
 
-    session = cluster.connect(address, spec.ray.num_cpus)
+    session = cluster.connect(address, spec.ray.num_cpus, dashboard=spec.ray.dashboard)
     outcome = SweepOutcome(spec.name, tracking_uri, exp_id, parent, paths=paths)
     git = tracking.git_sha()
     store = paths.storage(storage or spec.ray.storage)
@@ -78,8 +81,8 @@ def run_sweep(plan: Plan, *, workdir: Path, tracking_uri: str, address: str | No
              + (f", temp dir {session.temp_dir}" if session.temp_dir else ""))
         base_ctx = dict(sweep=spec.name, tracking_uri=tracking_uri, experiment_id=exp_id, parent_run_id=parent,
                         runs_dir=str(paths.runs), storage=store, git_sha=git)
-        references = _phase_references(plan, session, base_ctx)
-        _phase_groups(plan, session, base_ctx, references, state, paths)
+        later = _phase_main(plan, session, base_ctx, state, paths)
+        _phase_scheduled(plan, session, base_ctx, later, paths.read_state(), paths)
         outcome = _finish(plan, outcome)
     except BaseException as exc:
         c = tracking.client(tracking_uri)
@@ -130,85 +133,114 @@ def _concurrency(spec: SweepSpec, session: Any, occupied: float, n: int) -> int:
     return max(1, min(mc, fit, n))
 
 
-def _ctx(spec: SweepSpec, base: dict[str, Any], units: dict[str, Unit], references: dict[str, Any],
-         cpus: float) -> TrialContext:
+def _ctx(spec: SweepSpec, base: dict[str, Any], units: dict[str, Unit], cpus: float) -> TrialContext:
     r, s = spec.resources, spec.search
-    return TrialContext(**base, units=units, references=references, metric=s.metric, mode=s.mode,
+    return TrialContext(**base, units=units, metric=s.metric, mode=s.mode,
                         penalty=s.sparsity_penalty, tolerance=s.sparsity_tolerance,
                         workers=r.workers_per_trial, cpus=cpus, gpus=r.gpus_per_worker, use_train=r.uses_train,
                         max_failures=r.max_failures)
 
 
-# -- phases ----------------------------------------------------------------------------------------------
-def _phase_references(plan: Plan, session: Any, base: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    spec = plan.spec
-    units = {r.id: Unit(id=r.id, role=tracking.ROLE_REFERENCE, base=r.config) for r in plan.references}
+# -- the sweep's Tuners ------------------------------------------------------------------------------
+def _reference_cpus(spec: SweepSpec, session: Any, n_references: int) -> float:
+    """CPUs (= intra-op threads) of a reference trial.
+
+    Its groups wait for it, so a lone reference may use idle cores as threads, but only where that pays:
+    on the quickstart model two threads instead of one gained <= 10 % on an idle 2-core machine and were
+    several times *slower* on a loaded one (benchmarks/RESULTS.md Q5), and a reference sized differently
+    from the trials cannot hand its actor on to them (``reuse_actors``). So: >= 4 cores per reference.
+    """
     cpus = spec.resources.cpus_per_worker
-    if not spec.resources.uses_train:  # few references: give each the idle cores (threads, not identity)
-        cpus = max(cpus, math.floor(session.num_cpus / max(1, len(units))))
-    ctx = _ctx(spec, base, units, {}, cpus)
-    _run_tuner(plan, REFERENCES_PHASE, ctx, list(units), session, searched=None)
-    out: dict[str, dict[str, Any]] = {}
-    for ref in plan.references:
-        run = tracking.find_run(base["tracking_uri"], base["experiment_id"], {"run_key": ref.run_key})
-        if run is None or run.info.status != "FINISHED":
-            _log(f"reference {ref.id} did not finish; its groups are skipped")
-            continue
-        metrics = tracking.reference_metrics(run)
-        zeros = _zero_references(metrics)
-        if zeros:
-            _log(f"reference {ref.id}: {', '.join(zeros)} = 0, so ΔT (a relative change) is undefined; its "
-                 "groups are skipped (train the reference longer or drop that task)")
-            continue
-        metrics["final"] = str(Path(base["runs_dir"]) / ref.run_key / "final.pt")
-        metrics["run_id"] = run.info.run_id
-        out[ref.id] = metrics
-    return out
+    if spec.resources.uses_train or n_references == 0:
+        return cpus
+    share = math.floor(session.num_cpus / n_references)
+    return float(share) if share >= 4 * cpus else cpus
 
 
-def _zero_references(metrics: dict[str, Any]) -> list[str]:
-    """Reference metrics that are exactly 0: ΔT's relative change is undefined for them (DESIGN §3.5)."""
-    return sorted({f"{t}/{m}" for split in ("val", "test") for t, ms in metrics[split].items()
-                   for m, v in ms.items() if v == 0})
+def _units(plan: Plan, groups: list[Group], ref_cpus: float) -> dict[str, Unit]:
+    units = {r.id: Unit(id=r.id, role=tracking.ROLE_REFERENCE, base=r.config, cpus=ref_cpus)
+             for r in plan.references}
+    for g in groups:
+        units[g.id] = Unit(id=g.id, role=tracking.ROLE_TRIAL, base=g.base, reference_id=g.reference_id,
+                           reference_key=plan.reference(g).run_key, label=g.label)
+    return units
 
 
-def _phase_groups(plan: Plan, session: Any, base: dict[str, Any], references: dict[str, Any],
-                  state: dict[str, Any], paths: SweepPaths) -> None:
+def _phase_main(plan: Plan, session: Any, base: dict[str, Any], state: dict[str, Any],
+                paths: SweepPaths) -> list[Group]:
+    """References and every group in one Tuner (see ``orchestrator.feeds``); returns the groups left for
+    their own Tuners: searched groups under an early-stopping scheduler, which must not compare trials of
+    different methods."""
+    from orchestrator.feeds import ReferenceCheck, SweepSearcher, make_feed
+
     spec = plan.spec
-    runnable = [g for g in plan.groups if g.reference_id in references]
-    fixed = [g for g in runnable if not g.searched]
-    searched = [g for g in runnable if g.searched]
-    cpus = spec.resources.cpus_per_worker
-    if fixed:
-        units = {g.id: _unit(g, spec) for g in fixed}
-        _run_tuner(plan, FIXED_PHASE, _ctx(spec, base, units, references, cpus), list(units), session,
-                   searched=None)
-        for g in fixed:
-            _mark_best(base, g, spec.search.mode)
-    for i, g in enumerate(searched, 1):
+    s = spec.search
+    own_tuner = [g for g in plan.groups if g.searched and s.scheduler != "none"]
+    inline = [g for g in plan.groups if g not in own_tuner]
+    name = _main_name(plan, inline)
+    if name in state.get("done_groups", []):
+        return own_tuner
+    ref_cpus = _reference_cpus(spec, session, len(plan.references))
+    ctx = _ctx(spec, base, _units(plan, plan.groups, ref_cpus), spec.resources.cpus_per_worker)
+    feeds = [make_feed(g.id, g.reference_id, {k: to_tune(v) for k, v in g.space.items()},
+                       algorithm=s.algorithm, samples=g.samples, seed=s.seed + g.seed, mode=s.mode)
+             for g in inline]
+    check = ReferenceCheck(base["tracking_uri"], base["experiment_id"],
+                           {r.id: r.run_key for r in plan.references})
+    searcher = SweepSearcher([r.id for r in plan.references], feeds, check, mode=s.mode)
+    _run_tuner(plan, name, ctx, session, searcher=searcher, total=searcher.total, label=spec.name)
+    for g in inline:
+        _mark_best(base, g, s.mode)
+    _mark_done(paths, name)
+    return own_tuner
+
+
+def _main_name(plan: Plan, groups: list[Group]) -> str:
+    """The main experiment's name, keyed by what it runs: a spec extended later (more seeds, sparsities)
+    gets a new experiment, whose already-finished run_keys are skipped; the same spec restores the old one."""
+    s = plan.spec.search
+    what = [sorted(r.run_key for r in plan.references), s.algorithm, s.seed,
+            [(g.id, g.samples, g.base, sorted((k, describe(v)) for k, v in g.space.items())) for g in groups]]
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{MAIN_EXPERIMENT}-{digest}"
+
+
+def _phase_scheduled(plan: Plan, session: Any, base: dict[str, Any], groups: list[Group],
+                     state: dict[str, Any], paths: SweepPaths) -> None:
+    """Searched groups with an early-stopping scheduler: one Tuner each (after their references ran)."""
+    spec = plan.spec
+    for i, g in enumerate(groups, 1):
         if g.id in state.get("done_groups", []):
             _log(f"group {g.id} already done; skipped")
             continue
-        ctx = _ctx(spec, base, {g.id: _unit(g, spec)}, references, cpus)
-        _run_tuner(plan, g.id, ctx, [g.id], session, searched=g, label=f"{i}/{len(searched)} {g.id}")
+        ref = tracking.find_run(base["tracking_uri"], base["experiment_id"],
+                                {"run_key": plan.reference(g).run_key})
+        if ref is None or ref.info.status != "FINISHED":
+            _log(f"group {g.id}: its reference {g.reference_id} did not finish; skipped")
+            continue
+        ctx = _ctx(spec, base, _units(plan, [g], spec.resources.cpus_per_worker), spec.resources.cpus_per_worker)
+        _run_tuner(plan, g.id, ctx, session, group=g, total=g.samples, label=f"{i}/{len(groups)} {g.id}")
         _mark_best(base, g, spec.search.mode)
-        st = paths.read_state()
-        st.setdefault("done_groups", []).append(g.id)
-        paths.write_state(st)
+        _mark_done(paths, g.id)
 
 
-def _unit(g: Group, spec: SweepSpec) -> Unit:
-    return Unit(id=g.id, role=tracking.ROLE_TRIAL, base=g.base, reference_id=g.reference_id, label=g.label)
+def _mark_done(paths: SweepPaths, name: str) -> None:
+    st = paths.read_state()
+    st.setdefault("done_groups", []).append(name)
+    paths.write_state(st)
 
 
-def _run_tuner(plan: Plan, name: str, ctx: TrialContext, unit_ids: list[str], session: Any, *,
-               searched: Group | None, label: str | None = None) -> None:
-    """One Tuner: a grid over units (references / fixed groups) or a search over one group's space."""
+def _run_tuner(plan: Plan, name: str, ctx: TrialContext, session: Any, *, total: int,
+               searcher: Any = None, group: Group | None = None, label: str | None = None) -> None:
+    """One Tuner: the whole sweep fed by ``searcher``, or one ``group`` searched under the ASHA scheduler.
+
+    A Tune experiment that already exists under the storage (a killed driver) is continued with
+    ``Tuner.restore``: trials, searcher state and budget come back, so resuming never over-samples.
+    """
     from ray import tune
 
     from orchestrator import trial
     from orchestrator.progress import ProgressLine
-    from search_spaces import to_tune
 
     # Ray's new console output prints an experiment banner even at verbose=0; the legacy reporter honours it
     # (our ProgressLine is the status line).
@@ -219,23 +251,32 @@ def _run_tuner(plan: Plan, name: str, ctx: TrialContext, unit_ids: list[str], se
     spec = plan.spec
     s = spec.search
     resources, occupied = _per_trial(spec, ctx.cpus)
-    trainable = tune.with_resources(tune.with_parameters(trial.trainable, ctx=ctx), resources)
-    n = searched.samples if searched else len(unit_ids)
-    concurrency = _concurrency(spec, session, occupied, n)
-    progress = ProgressLine(label or name, n, s.mode)
+    unit_cpus = {u.id: u.cpus for u in ctx.units.values() if u.cpus is not None and u.cpus != ctx.cpus}
+    trainable = tune.with_parameters(trial.trainable, ctx=ctx)
+    if unit_cpus:  # a reference with more threads than the trials (see _reference_cpus)
+        def per_unit(config: dict[str, Any]) -> dict[str, float]:
+            return {"CPU": unit_cpus.get(config.get("unit", ""), resources["CPU"])}
+        trainable = tune.with_resources(trainable, per_unit)
+    else:
+        trainable = tune.with_resources(trainable, resources)
+    concurrency = _concurrency(spec, session, occupied, total)
+    progress = ProgressLine(label or name, total, s.mode)
     run_config = tune.RunConfig(name=name, storage_path=ctx.storage, verbose=0, callbacks=[progress],
                                 failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures))
     path = f"{ctx.storage}/{name}"
-    if searched is None:
-        tuner = tune.Tuner(trainable, param_space={"unit": tune.grid_search(unit_ids)},
-                           tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency,
-                                                       reuse_actors=True),
-                           run_config=run_config)
-    elif tune.Tuner.can_restore(path):
-        _log(f"group {searched.id}: continuing its Tune experiment ({path})")
+    if tune.Tuner.can_restore(path):
+        _log(f"{'sweep' if group is None else f'group {group.id}'}: continuing its Tune experiment ({path})")
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    elif group is None:
+        # reuse_actors: trial actors outlive their trials, so torch & co. are imported once per slot (bench Q3)
+        tuner = tune.Tuner(trainable, param_space={},
+                           tune_config=tune.TuneConfig(search_alg=searcher, num_samples=total,
+                                                       max_concurrent_trials=concurrency, reuse_actors=True),
+                           run_config=run_config)
     else:
-        space = {k: to_tune(v) for k, v in searched.space.items()}
+        from ray.tune.schedulers import ASHAScheduler
+
+        space = {k: to_tune(v) for k, v in group.space.items()}
         search_alg: Any = None
         if s.algorithm == "grid":
             space = {k: tune.grid_search(list(v.categories)) for k, v in space.items()}
@@ -244,20 +285,15 @@ def _run_tuner(plan: Plan, name: str, ctx: TrialContext, unit_ids: list[str], se
             from ray.tune.search.optuna import OptunaSearch
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-            search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=s.seed + searched.seed))
-        scheduler = None
-        if s.scheduler == "asha":
-            from ray.tune.schedulers import ASHAScheduler
-
-            it = make_iterations(searched)
-            scheduler = ASHAScheduler(time_attr="step", max_t=it, reduction_factor=s.reduction_factor,
-                                      grace_period=s.grace_period or max(1, it // 4))
-        tuner = tune.Tuner(trainable, param_space={"unit": searched.id, "params": space},
+            search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=s.seed + group.seed))
+        it = make_iterations(group)
+        scheduler = ASHAScheduler(time_attr="step", max_t=it, reduction_factor=s.reduction_factor,
+                                  grace_period=s.grace_period or max(1, it // 4))
+        tuner = tune.Tuner(trainable, param_space={"unit": group.id, "params": space},
                            tune_config=tune.TuneConfig(metric="objective", mode=s.mode, search_alg=search_alg,
                                                        scheduler=scheduler, max_concurrent_trials=concurrency,
-                                                       reuse_actors=True,  # no re-import of torch per trial (bench Q3)
-                                                       num_samples=searched.samples if s.algorithm != "grid" else 1),
+                                                       reuse_actors=True,
+                                                       num_samples=group.samples if s.algorithm != "grid" else 1),
                            run_config=run_config)
     grid = tuner.fit()
     _close_runs(ctx, grid)

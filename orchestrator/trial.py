@@ -27,7 +27,7 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,9 @@ class Unit:
     role: str  # "reference" | "trial"
     base: dict[str, Any]
     reference_id: str | None = None
+    reference_key: str | None = None  # run_key of the reference: its MLflow run holds the ΔT reference
     label: str | None = None
+    cpus: float | None = None  # intra-op threads when not the context's (a reference with idle cores)
 
 
 @dataclass
@@ -63,7 +65,6 @@ class TrialContext:
     storage: str
     git_sha: str
     units: dict[str, Unit]
-    references: dict[str, dict[str, Any]] = field(default_factory=dict)
     metric: str = "val/delta_t"
     mode: str = "max"
     penalty: float = 1.0
@@ -177,9 +178,24 @@ def _existing_metrics(run: Any, cfg: Any, ctx: TrialContext, needs_objective: bo
     return out
 
 
-def _dense_checkpoint(ctx: TrialContext, unit: Unit) -> Path | None:
-    ref = ctx.references.get(unit.reference_id or "")
-    path = Path(ref["final"]) if ref and ref.get("final") else None
+def reference_of(ctx: TrialContext, unit: Unit) -> dict[str, Any] | None:
+    """The ΔT reference of a trial: the last validation and the test metrics of its reference's MLflow run.
+
+    Read by the trial itself (the sweep's searcher releases a group only once that run is FINISHED), so the
+    one Tuner that runs references and groups needs no driver round-trip between them.
+    """
+    if not unit.reference_key:
+        return None
+    run = tracking.find_run(ctx.tracking_uri, ctx.experiment_id, {"run_key": unit.reference_key})
+    if run is None or run.info.status != "FINISHED":
+        raise RuntimeError(f"reference {unit.reference_id} ({unit.reference_key}) has no finished MLflow run")
+    metrics: dict[str, Any] = tracking.reference_metrics(run)
+    metrics["final"] = str(Path(ctx.runs_dir) / unit.reference_key / "final.pt")
+    return metrics
+
+
+def _dense_checkpoint(reference: dict[str, Any] | None) -> Path | None:
+    path = Path(reference["final"]) if reference and reference.get("final") else None
     return path if path is not None and path.is_file() else None
 
 
@@ -194,6 +210,7 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     trial_id = tune.get_context().get_trial_id() or key
     needs_objective = unit.role == tracking.ROLE_TRIAL
     workdir = Path(ctx.runs_dir) / key
+    reference = reference_of(ctx, unit)  # before any run is claimed: a missing reference creates nothing
     with key_lock(Path(ctx.runs_dir) / f"{key}.lock"):
         run_id, final = tracking.claim_run(
             ctx.tracking_uri, ctx.experiment_id, run_key=key, tags=run_tags(cfg, unit, ctx, trial_id),
@@ -201,11 +218,10 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
         if final is not None:
             tune.report(_existing_metrics(final, cfg, ctx, needs_objective))
             return
-        reference = ctx.references.get(unit.reference_id or "")
         job = dict(kwargs=cfg.model_dump(mode="json"), run_id=run_id, key=key, workdir=str(workdir),
                    reference={"val": reference["val"], "test": reference["test"]} if reference else None,
-                   dense_checkpoint=str(p) if (p := _dense_checkpoint(ctx, unit)) else None,
-                   needs_objective=needs_objective, ctx=ctx)
+                   dense_checkpoint=str(p) if (p := _dense_checkpoint(reference)) else None,
+                   needs_objective=needs_objective, ctx=ctx, threads=unit.cpus or ctx.cpus)
         if ctx.use_train:
             _fit_on_train(job, trial_id)
         else:
@@ -223,7 +239,7 @@ def _run_engine(job: dict[str, Any], *, report: Any, rank: int, device: Any = No
 
     ctx: TrialContext = job["ctx"]
     cfg = RunConfig(**job["kwargs"])
-    torch.set_num_threads(max(1, int(ctx.cpus)))
+    torch.set_num_threads(max(1, int(job.get("threads") or ctx.cpus)))
     workdir = Path(job["workdir"])
     workdir.mkdir(parents=True, exist_ok=True)
     if restore_checkpoint is not None and not (workdir / "checkpoint.pt").exists():

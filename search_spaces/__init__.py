@@ -101,6 +101,17 @@ def to_tune(spec: Any) -> Any:
     return tune.lograndint(low, high + 1) if spec.get("log") else tune.randint(low, high + 1)
 
 
+def describe(spec: Any) -> str:
+    """A stable text of a parameter spec (Tune domains have no value-based repr), for identities/hashes."""
+    if _is_tune_domain(spec):
+        sampler = getattr(spec, "sampler", None)
+        parts = [type(spec).__name__, getattr(spec, "lower", None), getattr(spec, "upper", None),
+                 getattr(spec, "categories", None), type(sampler).__name__ if sampler is not None else None,
+                 getattr(sampler, "base", None), getattr(sampler, "q", None)]
+        return repr(parts)
+    return repr(spec)
+
+
 def representative(spec: Any) -> Any:
     """A value inside the spec's domain (its lower end), used to validate parameter names and types early."""
     if _is_tune_domain(spec):

@@ -103,7 +103,7 @@ def test_run_tiny_sweep_tracks_everything_and_survives_a_killed_worker(tmp_path)
     proc = adapmtl("run", str(spec), "--workdir", str(wd), cwd=tmp_path, ADAPMTL_FAULT_KILL_AT_STEP="4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(f"sweep wall time {time.monotonic() - t0:.0f} s")
-    assert "done 4/4" in proc.stderr  # the live status line
+    assert "done 5/5" in proc.stderr  # the live status line: one Tuner for the reference and the 4 trials
     _, kids = check_sweep(runs_of(wd, "tiny-run"), "tiny-run", n_children=1 + 2 * 2)
     resumed = [r for r in kids if "resumed_from_step" in r.data.tags]
     assert len(resumed) == 1 and resumed[0].data.tags["resumed_from_step"] == "3"

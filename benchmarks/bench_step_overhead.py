@@ -59,100 +59,7 @@ SHORT_SETUP: dict[str, dict[str, Any]] = {"lth": {"dense_iterations": 2, "reuse_
                                           "disparse": {"variant": "dynamic"}}
 #: ``name[variant]`` → (registered method, extra params): AdapMTL once its mask is fixed (θ_init high enough
 #: that the 90 % target is reached at the first step; from then on Ŵ = mask ⊙ W).
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"adapmtl[mask-fixed]": ("adapmtl", {"theta_init": 0.0}),
-                                                   "adapmtl[proposed]": ("adapmtl", {}),
-                                                   "snip[proposed]": ("snip", {})}
-
-
-def _proposed_adapmtl(params: Any) -> Any:
-    """Prototype of the fix recommended in RESULTS.md (Q1), to measure it side by side with the landed AdapMTL.
-
-    Same semantics (bit-identical forward, same gradients, same target rule), less work per step:
-
-    * forward ``Ŵ = W − clamp(W, −α, α)`` (2 elementwise passes) instead of ``sign(W)·relu(|W|−α)`` (5); the
-      two are bitwise equal (``x − x = 0`` exactly inside the band, ``W ∓ α`` outside);
-    * backward: ``∂L/∂α = −⟨kept_grad, sign W⟩`` as one dot product, and the kept-weight count the target
-      rule needs is taken from the keep-mask the backward computes anyway (one ``sum`` instead of
-      ``_count_zeros``' abs/gt/sum pass over every weight: the forward's W and α, as the rule requires);
-    * ``_bake`` (≈ 12 weight-sized passes of ``torch.where``) only runs when the mask is fixed on this step:
-      on the CPU that is a host read that costs nothing; on a GPU the device-side ``where`` path is kept.
-    """
-    from trainers.adapmtl import AdapMTL
-    from trainers.soft_threshold import SoftThreshold, iter_parametrized
-
-    class _Fn(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx: Any, w: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor | None,
-                    kept: torch.Tensor) -> torch.Tensor:
-            out = w - w.clamp(-alpha, alpha)
-            if mask is not None:
-                out = out * mask
-            ctx.save_for_backward(w, alpha, mask)
-            ctx.kept = kept
-            return out
-
-        @staticmethod
-        def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-            w, alpha, mask = ctx.saved_tensors
-            keep = w.abs() > alpha
-            if mask is not None:
-                keep &= mask
-            ctx.kept += keep.sum()
-            kept_grad = torch.where(keep, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
-            grad_alpha = -torch.dot(kept_grad.reshape(-1), torch.sign(w).reshape(-1)).reshape(alpha.shape)
-            return kept_grad, grad_alpha.to(alpha.dtype), None, None
-
-    class _Param(SoftThreshold):
-        def forward(self, w: torch.Tensor) -> torch.Tensor:
-            return _Fn.apply(w, self.bank.alpha(self.group), self.mask, self.bank.kept)
-
-    class Proposed(AdapMTL):
-        def setup(self, ctx: Any) -> None:
-            super().setup(ctx)
-            assert self.bank is not None
-            self.bank.kept = torch.zeros((), dtype=torch.int64, device=ctx.device)
-            for _, _, par in iter_parametrized(self.layers):
-                par.__class__ = _Param
-
-        def _count_zeros(self) -> torch.Tensor:
-            assert self.bank is not None
-            zeros = self.total_numel - self.bank.kept
-            self.bank.kept = torch.zeros_like(self.bank.kept)
-            return zeros
-
-        def _bake(self, fix_now: torch.Tensor) -> None:
-            if fix_now.device.type == "cpu" and not bool(fix_now):
-                return
-            super()._bake(fix_now)
-
-    return Proposed(params)
-
-
-def _propose_masks(method: Any) -> None:
-    """Prototype of the mask fix recommended in RESULTS.md (Q1), applied after ``setup`` of a masked method.
-
-    ``weight * mask`` with a *bool* mask converts the mask to float on every use (``aten::_to_copy`` +
-    ``empty_strided`` + ``copy_``: one weight-sized float tensor each time) in the forward, in ``MulBackward0``
-    and in ``MaskSet.enforce_``'s ``mul_``. ``torch.where(mask, weight, 0)`` reads the bool mask directly (its
-    backward is a ``where`` too), and ``enforce_`` becomes ``masked_fill_(~mask, 0)``. Same values (exact
-    zeros at pruned positions, untouched elsewhere), same 1-byte masks.
-    """
-    from trainers.masking import WeightMask
-
-    class _WhereMask(WeightMask):
-        def forward(self, weight: torch.Tensor) -> torch.Tensor:
-            return torch.where(self.mask, weight, torch.zeros((), dtype=weight.dtype, device=weight.device))
-
-    masks = method.masks
-    for layer in masks.layers:
-        layer.parametrization.__class__ = _WhereMask
-
-    @torch.no_grad()
-    def enforce_() -> None:
-        for layer in masks.layers:
-            layer.original.masked_fill_(~layer.mask, 0)
-
-    masks.enforce_ = enforce_
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"adapmtl[mask-fixed]": ("adapmtl", {"theta_init": 0.0})}
 
 
 @dataclass
@@ -207,7 +114,7 @@ def build_arm(name: str, shape: Shape, batches: list[dict[str, torch.Tensor]], d
               channels_last: bool) -> Arm:
     """Model (seeded: every arm starts from the same weights) + method ``setup`` through a MethodContext."""
     from trainers.data import DATASETS
-    from trainers.methods import MethodContext, build_method, validate_params
+    from trainers.methods import MethodContext, build_method
     from trainers.models import build_model
     from trainers.tasks import get_task
 
@@ -250,8 +157,7 @@ def build_arm(name: str, shape: Shape, batches: list[dict[str, torch.Tensor]], d
             if after_step is not None:
                 after_step(i)
 
-    method = _proposed_adapmtl(validate_params("adapmtl", params)) if name == "adapmtl[proposed]" else \
-        build_method(method_name, params)
+    method = build_method(method_name, params)
     ctx = MethodContext(model=model, tasks=list(tasks), device=device,
                         target_sparsity=None if method_name == "dense" else target,
                         total_iterations=total_iterations, next_batch=next_batch, task_losses=task_losses,
@@ -259,8 +165,6 @@ def build_arm(name: str, shape: Shape, batches: list[dict[str, torch.Tensor]], d
                         workdir=workdir / name, seed=0)
     (workdir / name).mkdir(parents=True, exist_ok=True)
     method.setup(ctx)
-    if name == "snip[proposed]":
-        _propose_masks(method)
     optimizer = make_optimizer(model.parameters())
     if hasattr(method, "bind_optimizer"):  # the engine hands the run's optimizer over after setup
         method.bind_optimizer(optimizer)
@@ -506,8 +410,8 @@ def print_table(shape: Shape, device: torch.device, results: list[Ratios], targe
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", nargs="+", default=["resnet34", "mobilenetv2"])
-    parser.add_argument("--methods", nargs="+", default=["adapmtl", "adapmtl[mask-fixed]", "adapmtl[proposed]",
-                                                         "snip", "snip[proposed]", "lth", "imp", "disparse"])
+    parser.add_argument("--methods", nargs="+", default=["adapmtl", "adapmtl[mask-fixed]", "snip", "lth", "imp",
+                                                         "disparse"])
     parser.add_argument("--width", type=float, default=0.125, help="CPU-sized model width (the quickstart's)")
     parser.add_argument("--resolution", type=int, default=48)
     parser.add_argument("--batch", type=int, default=8)

@@ -320,3 +320,44 @@ def test_per_step_hooks_never_read_device_values(params, monkeypatch):
         with _NoSync():
             method.after_optimizer_step(i)
     assert method.log_state()["adapmtl/frozen"] in (0.0, 1.0)
+
+
+def test_backward_count_and_skipped_all_ones_mask_change_nothing():
+    """The fast CPU path (zeros counted by the backward, all-ones masks skipped before the fix) trains
+    bit-identically to the direct path (zeros counted separately, mask always applied), across the fix."""
+    params = {"theta_init": -4.0, "weighting": "equal"}
+    probe_model, probe, probe_opt = _harness(params, None)
+    for i in range(12):
+        _step(probe_model, probe, probe_opt, i)
+    target = sparsity_report(probe_model)["overall"] * 0.97  # reached around step 10
+
+    fast = _harness(params, target)
+    slow = _harness(params, target)
+    slow_bank = slow[0].soft_thresholds
+    assert fast[0].soft_thresholds.masks_all_ones and fast[0].soft_thresholds.counter is not None
+    slow_bank.counter = None
+    for i in range(24):
+        slow_bank.masks_all_ones = False
+        for model, method, opt in (fast, slow):
+            _step(model, method, opt, i)
+            if i % 5 == 0:
+                method.log_state()
+    assert bool(fast[0].soft_thresholds.fixed) and not fast[0].soft_thresholds.masks_all_ones
+    assert int(fast[1]._reached_step) == int(slow[1]._reached_step) >= 0
+    for (_, w_fast, p_fast), (_, w_slow, p_slow) in zip(iter_parametrized(fast[1].layers),
+                                                        iter_parametrized(slow[1].layers), strict=True):
+        assert torch.equal(w_fast, w_slow) and torch.equal(p_fast.mask, p_slow.mask)
+    for a, b in zip(fast[0].soft_thresholds.parameters_list(), slow_bank.parameters_list(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_step_with_two_backward_passes_falls_back_to_counting():
+    model, method, opt = _harness({"theta_init": -3.0, "weighting": "equal"}, 0.99)
+    batch = _batch(0)
+    opt.zero_grad(set_to_none=True)
+    for _ in range(2):  # e.g. a method that accumulates two backward passes in one step
+        sum(_losses(model(batch["image"]), batch).values()).backward()
+    method.before_optimizer_step(0)
+    direct = sum(int((m.weight == 0).sum()) for mods in method.layers.values() for _, m in mods)
+    assert int(method._zeros) == direct > 0
+    assert model.soft_thresholds.counter.layers == 0  # reset for the next step

@@ -139,3 +139,19 @@ def test_preserved_buffers_restore_bn_stats() -> None:
 def test_split_batch() -> None:
     parts = split_batch({"image": torch.arange(5), "a": torch.arange(5)}, 2)
     assert [p["image"].tolist() for p in parts] == [[0, 1], [2, 3, 4]]
+
+
+def test_cpu_mask_multiplier_follows_every_mask_change():
+    """The cached 0/1 multiplier of the CPU path is rebuilt after in-place updates and buffer swaps."""
+    from trainers.masking import WeightMask
+
+    wm = WeightMask((4, 3))
+    w = torch.randn(4, 3)
+    assert torch.equal(wm(w), w)
+    wm.mask[0, 0] = False  # in place: version counter moves
+    assert wm(w)[0, 0] == 0 and torch.equal(wm(w)[1:], w[1:])
+    wm.load_state_dict({"mask": torch.zeros(4, 3, dtype=torch.bool)})
+    assert torch.count_nonzero(wm(w)) == 0
+    wm.mask = torch.ones(4, 3, dtype=torch.bool)  # a new buffer tensor (version 0 again)
+    assert torch.equal(wm(w), w)
+    assert wm(w.double()).dtype == torch.float64

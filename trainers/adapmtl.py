@@ -49,7 +49,13 @@ from torch import Tensor, nn
 
 from trainers.adaptive_weighting import AdaptiveWeighting
 from trainers.methods import MethodContext, MethodMetadata, MethodParams, PruningMethod
-from trainers.soft_threshold import ThresholdBank, install_soft_thresholds, iter_parametrized, soft_threshold
+from trainers.soft_threshold import (
+    NonzeroCounter,
+    ThresholdBank,
+    install_soft_thresholds,
+    iter_parametrized,
+    soft_threshold,
+)
 
 __all__ = ["AdapMTL", "AdapMTLParams", "effective_warmup", "lambda_factor", "threshold_groups"]
 
@@ -207,6 +213,9 @@ class AdapMTL(PruningMethod):
         if ctx.target_sparsity is not None:
             # zeros ≥ ceil(s·N) ⇔ zeros/N ≥ s; rounding guards 0.9·N = 900.0000000001.
             self.target_zeros = math.ceil(round(ctx.target_sparsity * self.total_numel, 6))
+            self.bank.counter = NonzeroCounter(ctx.device)  # the backward counts Ŵ's non-zeros for the rule
+        self._n_parametrized = sum(1 for _ in iter_parametrized(self.layers))
+        self._parametrized_numel = sum(w.numel() for _, w, _ in iter_parametrized(self.layers))
         self.warmup_steps = effective_warmup(p, ctx.total_iterations)
         self.lam_factor = lambda_factor(self.numels, p)
         self.weighting = AdaptiveWeighting(ctx.tasks, variant=p.weighting, window=p.window,
@@ -252,9 +261,17 @@ class AdapMTL(PruningMethod):
         self._post_step()
 
     def _count_zeros(self) -> Tensor:
-        """Exactly-zero effective weights over every component (count-weighted), on the device."""
+        """Exactly-zero effective weights over every component (count-weighted), on the device.
+
+        Normally read from the count the step's backward passes accumulated (the Ŵ of this step's forward,
+        as the rule specifies); counted directly when that backward did not cover every layer exactly once.
+        """
         bank = self.bank
         assert bank is not None
+        if bank.counter is not None:
+            nonzero = bank.counter.take(self._n_parametrized)
+            if nonzero is not None:
+                return self._parametrized_numel - nonzero
         total = torch.zeros((), dtype=torch.int64, device=self._zeros.device)
         alphas = {g: bank.alpha(g) for g in bank.groups}
         for comp, w, par in iter_parametrized(self.layers):
@@ -270,6 +287,7 @@ class AdapMTL(PruningMethod):
             return  # reading a CPU flag costs nothing; skips ~6 weight-sized passes on every other step
         bank = self.bank
         assert bank is not None
+        bank.masks_all_ones = False  # (on the CPU fix_now is true here; elsewhere it was never claimed)
         alphas = {g: torch.sigmoid(bank.theta_value(g)) for g in bank.groups}
         for comp, w, par in iter_parametrized(self.layers):
             alpha = alphas[self.group_of[comp]]
@@ -369,3 +387,5 @@ class AdapMTL(PruningMethod):
         self._reached_step = state["reached_step"].to(dev).clone()
         # model.load_state_dict has restored bank.fixed; one sync at resume time is fine
         self.bank.fixed_known = bool(self.bank.fixed)
+        if self.bank.fixed_known:
+            self.bank.masks_all_ones = False

@@ -58,11 +58,29 @@ class WeightMask(nn.Module):
     def __init__(self, shape: Sequence[int], device: torch.device | None = None) -> None:
         super().__init__()
         self.register_buffer("mask", torch.ones(tuple(shape), dtype=torch.bool, device=device))
+        self._multiplier: torch.Tensor | None = None
+        self._multiplier_key: tuple[torch.Tensor, int, torch.dtype] | None = None
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        # where() reads the bool mask directly; `weight * mask` would materialise a float copy of it in the
-        # forward and again in the backward.
+        if weight.device.type == "cpu":
+            # On the CPU `where` costs ~20× a multiply (benchmarks/RESULTS.md Q1): multiply by the cached 0/1
+            # copy of the mask instead (same values, the sign of zeros aside; backward is a multiply too).
+            return weight * self.multiplier(weight.dtype)
+        # Elsewhere where() reads the 1-byte mask directly; `weight * mask` would materialise a float copy
+        # of it in the forward and again in the backward.
         return torch.where(self.mask, weight, weight.new_zeros(()))
+
+    def multiplier(self, dtype: torch.dtype) -> torch.Tensor:
+        """The mask as 0/1 in ``dtype``, rebuilt only when the mask changed (its in-place version counter
+        moves with ``copy_``/``fill_``/``load_state_dict``; a replaced buffer is another tensor), so no update
+        path can leave it stale."""
+        mask = self.mask
+        key = self._multiplier_key
+        if (self._multiplier is None or key is None or key[0] is not mask or key[1] != mask._version
+                or key[2] != dtype):
+            self._multiplier = mask.to(dtype)
+            self._multiplier_key = (mask, mask._version, dtype)
+        return self._multiplier
 
 
 @dataclass(frozen=True)
@@ -153,7 +171,11 @@ class MaskSet:
     def enforce_(self) -> None:
         """Zero the stored weights at pruned positions (after every optimizer step; no host sync)."""
         for layer in self.layers:
-            layer.original.masked_fill_(~layer.mask, 0)
+            original = layer.original
+            if original.device.type == "cpu":  # a multiply, not masked_fill_ + bitwise_not (see WeightMask)
+                original.mul_(layer.parametrization.multiplier(original.dtype))
+            else:
+                original.masked_fill_(~layer.mask, 0)
 
     @torch.no_grad()
     def set_masks(self, masks: Sequence[torch.Tensor], indices: Sequence[int] | None = None) -> None:

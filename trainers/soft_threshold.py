@@ -5,11 +5,13 @@ per *threshold group* (a component, or several components sharing one threshold 
 
 Why a custom autograd function: plain autograd of ``sign(W)·relu(|W|−α)`` gives the right sub-gradients,
 but it keeps ~3 weight-sized intermediates alive per layer until backward (≈1 GB for the 90 M-weight
-ResNet34 model). The function below saves only ``W`` (the parameter itself, no copy) and the 0-d ``α`` and
-recomputes the keep-mask in backward. Its gradients are exactly those of the formula (tests compare it with
+ResNet34 model). The function below saves only ``Ŵ`` (which the convolution saves anyway) and the 0-d ``α``
+and rebuilds the indicator from ``sign(Ŵ)`` in backward. Its gradients are exactly those of the formula (tests compare it with
 plain autograd and with the hand formulas):
 
-* ``∂L/∂W = ∂L/∂Ŵ ⊙ 1[|W| > α]``                    (paper Eq. 4–5: the indicator ``B``)
+* ``∂L/∂W = ∂L/∂Ŵ ⊙ 1[|W| > α]``                    (paper Eq. 4–5: the indicator ``B``; computed as
+  ``(∂L/∂Ŵ · s) · s`` with ``s = sign(Ŵ)``, which differs from a ``where`` only in the sign of zeros and in
+  giving NaN instead of 0 where a pruned weight's incoming gradient is already non-finite)
 * ``∂L/∂α = −Σ_{|W|>α} ∂L/∂Ŵ · sign(W)``, hence ``∂L/∂θ = −σ'(θ) Σ_{|W|>α} ∂L/∂Ŵ · sign(W)`` (supplement Eq. 1)
 
 Where θ lives: one :class:`ThresholdBank` is attached to the model as ``model.soft_thresholds``; it owns the
@@ -33,6 +35,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 __all__ = [
+    "NonzeroCounter",
     "SoftThreshold",
     "ThresholdBank",
     "group_key",
@@ -45,34 +48,81 @@ BANK_ATTR = "soft_thresholds"
 
 
 class _SoftThresholdFn(torch.autograd.Function):
-    """``sign(W)·relu(|W|−α)`` (optionally ``⊙ mask``) with memory-lean sub-gradients (see module doc)."""
+    """``sign(W)·relu(|W|−α)`` (optionally ``⊙ mask``) with memory-lean sub-gradients (see module doc).
+
+    Written with arithmetic only (min/max, sub, sign, mul, dot): on the CPU, comparisons and ``torch.where``
+    cost 6-25× an arithmetic pass (AVX2 build, 150k floats: ``where`` 528 µs, ``!=`` 179 µs, ``*`` 27 µs,
+    ``sign`` 19 µs, benchmarks/RESULTS.md Q1), and they are bandwidth-bound alike on a GPU.
+    """
 
     @staticmethod
-    def forward(ctx, w: Tensor, alpha: Tensor, mask: Tensor | None) -> Tensor:  # type: ignore[override]
-        # W − clamp(W, −α, α) = sign(W)·max(|W| − α, 0) bit for bit, in 2 passes instead of 5 (exact zeros).
-        out = w - torch.clamp(w, -alpha, alpha)
-        if mask is not None:
-            out = out * mask
-        ctx.save_for_backward(w, alpha, mask)
+    def forward(ctx, w: Tensor, alpha: Tensor, mask: Tensor | None,  # type: ignore[override]
+                counter: NonzeroCounter | None) -> Tensor:
+        # W − clamp(W, −α, α) = sign(W)·max(|W| − α, 0) bit for bit (exact zeros inside the band); min/max
+        # with a 0-d tensor is half the cost of clamp with tensor bounds on the CPU.
+        # One fresh tensor, then in place: every weight-sized allocation costs page faults on the CPU.
+        out = torch.maximum(w, -alpha)
+        torch.minimum(out, alpha, out=out)
+        torch.sub(w, out, out=out)
+        if mask is not None:  # a bool mask (read as is), or its cached 0/1 copy on the CPU (see WeightMask)
+            out = torch.where(mask, out, out.new_zeros(())) if mask.dtype == torch.bool else out * mask
+        # Ŵ itself is saved, not W: the convolution that consumes Ŵ saves it anyway (no extra memory), and
+        # s = sign(Ŵ) is the whole backward: Ŵ ≠ 0 ⇔ |W| > α (and mask) — in IEEE arithmetic W − α = 0 only
+        # if W = α — and sign(Ŵ) = sign(W) wherever it is kept.
+        ctx.save_for_backward(out, alpha)
+        ctx.counter = counter
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
-        w, alpha, mask = ctx.saved_tensors
-        keep = w.abs() > alpha
-        if mask is not None:
-            keep &= mask.bool()
-        kept_grad = torch.where(keep, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
-        grad_w = kept_grad if ctx.needs_input_grad[0] else None
-        grad_alpha = None
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:  # type: ignore[override]
+        out, alpha = ctx.saved_tensors
+        s = torch.sign(out).reshape(-1)
+        g = grad.reshape(-1)
+        grad_w = grad_alpha = None
         if ctx.needs_input_grad[1]:
-            grad_alpha = -torch.dot(kept_grad.reshape(-1), torch.sign(w).reshape(-1)).reshape(alpha.shape).to(alpha.dtype)
-        return grad_w, grad_alpha, None
+            grad_alpha = -torch.dot(g, s).reshape(alpha.shape).to(alpha.dtype)
+        if ctx.needs_input_grad[0]:
+            grad_w = (g * s).mul_(s).reshape(grad.shape)  # g·1[kept]: exact (×±1), 0 where pruned
+        if ctx.counter is not None:
+            # s·s sums the kept entries; exact in float32 below 2^24 entries per layer
+            kept = torch.dot(s, s) if s.numel() < 2**24 else (s != 0).sum()
+            ctx.counter.add(kept)
+        return grad_w, grad_alpha, None, None
 
 
-def soft_threshold(w: Tensor, alpha: Tensor, mask: Tensor | None = None) -> Tensor:
-    """``S(W, α) = sign(W)·ReLU(|W| − α)``, times ``mask`` when given. Exactly 0 wherever ``|W| ≤ α``."""
-    return _SoftThresholdFn.apply(w, alpha, mask)
+class NonzeroCounter:
+    """Non-zero effective weights of the step, summed by the backward passes that already hold the mask.
+
+    AdapMTL's target rule needs, every step, the number of exact zeros of the Ŵ the forward used. Counting
+    it separately costs three weight-sized passes per layer (abs, compare, sum); the backward already has
+    the indicator, so its sum (over bool) is nearly free. ``layers`` (a host int) says how many layers
+    contributed since the last ``take``: a step whose backward did not reach every layer (or ran twice)
+    is detected and the caller counts directly.
+    """
+
+    def __init__(self, device: torch.device | None = None) -> None:
+        self.total = torch.zeros((), dtype=torch.int64, device=device)
+        self.layers = 0
+
+    def add(self, kept: Tensor) -> None:
+        self.total += kept.to(torch.int64)
+        self.layers += 1
+
+    def take(self, expected_layers: int) -> Tensor | None:
+        """The count of one complete backward (then reset), or None when it was not exactly one."""
+        value = self.total.clone() if self.layers == expected_layers else None
+        self.total.zero_()
+        self.layers = 0
+        return value
+
+
+def soft_threshold(w: Tensor, alpha: Tensor, mask: Tensor | None = None,
+                   counter: NonzeroCounter | None = None) -> Tensor:
+    """``S(W, α) = sign(W)·ReLU(|W| − α)``, times ``mask`` when given. Exactly 0 wherever ``|W| ≤ α``.
+
+    ``counter``, when given, receives the number of non-zeros of the result during the backward pass.
+    """
+    return _SoftThresholdFn.apply(w, alpha, mask, counter)
 
 
 def soft_threshold_reference(w: Tensor, alpha: Tensor) -> Tensor:
@@ -110,6 +160,13 @@ class ThresholdBank(nn.Module):
         #: host-side hint that ``fixed`` is set (only ever True when the device flag is; lets the method skip
         #: per-step work without reading the device flag every step).
         self.fixed_known = False
+        #: host-side knowledge that every mask is still all ones, so the forward may skip it. Only claimed on
+        #: the CPU, where the method reads its "fix now" flag on the host; on an accelerator the masks are
+        #: baked without a sync, so the host never knows and the mask is always applied.
+        self.masks_all_ones = device is None or torch.device(device).type == "cpu"
+        #: the per-step non-zero count fed by the backward passes (see NonzeroCounter); set by a method
+        #: that needs it, and not fed any more once the mask is fixed
+        self.counter: NonzeroCounter | None = None
 
     def parameter(self, group: str) -> nn.Parameter:
         return self.theta[group_key(group)]
@@ -148,7 +205,22 @@ class SoftThreshold(nn.Module):
         self.register_buffer("mask", mask)
 
     def forward(self, w: Tensor) -> Tensor:
-        return soft_threshold(w, self.bank.alpha(self.group), self.mask)
+        bank = self.bank
+        mask = None if bank.masks_all_ones else self.mask
+        if mask is not None and w.device.type == "cpu":
+            mask = self._multiplier(w.dtype)
+        counter = None if bank.fixed_known else bank.counter
+        return soft_threshold(w, bank.alpha(self.group), mask, counter)
+
+    def _multiplier(self, dtype: torch.dtype) -> Tensor:
+        """The mask as 0/1 in ``dtype`` (on the CPU a multiply is ~20× cheaper than ``where``), rebuilt
+        whenever the mask tensor or its in-place version counter changed."""
+        mask = self.mask
+        key = getattr(self, "_multiplier_key", None)
+        if key is None or key[0] is not mask or key[1] != mask._version or key[2] != dtype:
+            self._multiplier_value = mask.to(dtype)
+            self._multiplier_key = (mask, mask._version, dtype)
+        return self._multiplier_value
 
     def extra_repr(self) -> str:
         return f"group={self.group!r}, mask={self.mask is not None}"

@@ -287,7 +287,9 @@ def _run_tuner(plan: Plan, name: str, ctx: TrialContext, session: Any, *, total:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=s.seed + group.seed))
         it = make_iterations(group)
-        scheduler = ASHAScheduler(time_attr="step", max_t=it, reduction_factor=s.reduction_factor,
+        # max_t one past the run's length: ASHA stops a trial whose step reaches max_t, and the last
+        # validation reports step == iterations *before* the trial's test pass and final report.
+        scheduler = ASHAScheduler(time_attr="step", max_t=it + 1, reduction_factor=s.reduction_factor,
                                   grace_period=s.grace_period or max(1, it // 4))
         tuner = tune.Tuner(trainable, param_space={"unit": group.id, "params": space},
                            tune_config=tune.TuneConfig(metric="objective", mode=s.mode, search_alg=search_alg,
@@ -317,8 +319,12 @@ def _close_runs(ctx: TrialContext, grid: Any) -> None:
             tracking.mark_if_running(ctx.tracking_uri, run_id, "FAILED",
                                      f"{type(result.error).__name__}: {text[0] if text else ''}")
         elif not m.get("completed"):
-            tracking.mark_if_running(ctx.tracking_uri, run_id, "KILLED",
-                                     f"stopped early by the scheduler at step {m.get('step')}")
+            # The engine may have closed the run itself (KILLED, "interrupted") when Tune stopped it; say why.
+            reason = f"stopped early by the scheduler at step {m.get('step')}"
+            if not tracking.mark_if_running(ctx.tracking_uri, run_id, "KILLED", reason):
+                run = tracking.client(ctx.tracking_uri).get_run(run_id)
+                if run.info.status == "KILLED":
+                    tracking.client(ctx.tracking_uri).set_tag(run_id, "failure_reason", reason)
 
 
 def _mark_best(base: dict[str, Any], g: Group, mode: str) -> None:

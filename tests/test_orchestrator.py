@@ -223,3 +223,38 @@ def test_nan_trial_is_recorded_failed_and_ends_normally(tmp_path):
     assert run.data.tags["failure_reason"].startswith(tracking.NONFINITE_PREFIX)
     assert tracking.is_final(run)  # a re-run skips it instead of diverging again
     assert run.data.tags["mlflow.parentRunId"] == parent
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("algorithm,scheduler", [("grid", "none"), ("random", "asha")])
+def test_grid_in_the_sweep_tuner_and_asha_in_its_own(tmp_path, algorithm, scheduler):
+    """Grid search runs inside the sweep's one Tuner (every combination once); a group under ASHA gets a
+    Tuner of its own after the references, and early-stopped trials are closed, not left RUNNING."""
+    train = dict(TINY_TRAIN, iterations=8, val_every=2, log_every=2, checkpoint_every=4)
+    space = ({"window": [2, 4], "lam": [0.5, 1.0]} if algorithm == "grid"
+             else {"theta_init": {"type": "uniform", "low": -6.0, "high": -3.0}})
+    spec = write(tmp_path, tiny_spec(f"tiny-{algorithm}", {"dense": {}, "snip": {},
+                                                            "adapmtl": {"search": space, "samples": 3}},
+                                     [0.5], train=train,
+                                     search={"algorithm": algorithm, "scheduler": scheduler, "grace_period": 2,
+                                             "reduction_factor": 2},
+                                     ray={"num_cpus": 2}))
+    wd = tmp_path / "wd"
+    proc = adapmtl("run", str(spec), "--workdir", str(wd), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = runs_of(wd, f"tiny-{algorithm}")
+    kids = [r for r in runs if r.data.tags.get("role") != "sweep"]
+    assert not [r for r in kids if r.info.status == "RUNNING"]
+    ad = [r for r in kids if r.data.tags.get("method") == "adapmtl"]
+    if algorithm == "grid":
+        assert sorted((r.data.params["method.window"], r.data.params["method.lam"]) for r in ad) == sorted(
+            (str(w), str(lam)) for w in (2, 4) for lam in (0.5, 1.0))
+        assert all(r.info.status == "FINISHED" for r in kids)
+    else:
+        assert len(ad) == 3
+        stopped = [r for r in ad if r.info.status == "KILLED"]
+        assert all("stopped early by the scheduler" in r.data.tags["failure_reason"] for r in stopped)
+    assert sum(r.data.tags.get("best") == "true" for r in ad) == 1
+    assert [r.data.tags.get("best") for r in kids if r.data.tags.get("method") == "snip"] == ["true"]
+    own_tuner = wd / "sweeps" / f"tiny-{algorithm}" / "tune" / "adapmtl-resnet34-sp0.5-seed0"
+    assert own_tuner.is_dir() == (scheduler == "asha")

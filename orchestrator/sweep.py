@@ -1,13 +1,19 @@
-"""A whole sweep: parent run, phase 1 (dense references), phase 2 (one Tune search per group), bookkeeping.
+"""A whole sweep: parent run, one Tuner for the references and every group, bookkeeping.
+
+One Tuner (named ``sweep-<hash of what it runs>``) is fed by :class:`orchestrator.feeds.SweepSearcher`:
+the dense references first, then each group once its reference's MLflow run is FINISHED, each group with
+its own search. Trial actors are reused across the whole sweep. Searched groups under the ASHA scheduler
+get a Tuner each afterwards, so that early stopping never compares trials of different methods.
 
 Resume design (robust to a driver killed at any point):
 
 * every run is identified by its ``run_key``: a trial whose key already has a FINISHED run in MLflow is
   skipped; an unfinished one is reopened and its engine resumes from ``runs/<run_key>/checkpoint.pt``;
-* a searched group whose Tune experiment exists and is not marked done in ``state.json`` is continued with
-  ``Tuner.restore`` (keeps the searcher's state and trial budget, so resuming never over-samples);
-* groups without a search (and the references) are deterministic: they are simply re-planned, and run_key
-  skipping makes that idempotent.
+* a Tune experiment that exists and is not marked done in ``state.json`` is continued with
+  ``Tuner.restore`` (trials, the searcher's state — every group's study — and the budgets come back, so
+  resuming never over-samples);
+* a spec extended later (more seeds, sparsities) plans a Tuner of another name; its already-finished
+  run_keys are skipped, so re-running is idempotent.
 
 ``adapmtl run`` on a spec that already ran and ``adapmtl resume NAME`` therefore take the same path.
 """

@@ -183,7 +183,9 @@ def _phase_main(plan: Plan, session: Any, base: dict[str, Any], state: dict[str,
     s = spec.search
     own_tuner = [g for g in plan.groups if g.searched and s.scheduler != "none"]
     inline = [g for g in plan.groups if g not in own_tuner]
-    name = _main_name(plan, inline)
+    base_name = _main_name(plan, inline)
+    attempt = int(state.get("main_attempts", {}).get(base_name, 0))
+    name = base_name if attempt == 0 else f"{base_name}-r{attempt}"
     if name in state.get("done_groups", []):
         return own_tuner
     ref_cpus = _reference_cpus(spec, session, len(plan.references))
@@ -197,8 +199,28 @@ def _phase_main(plan: Plan, session: Any, base: dict[str, Any], state: dict[str,
     _run_tuner(plan, name, ctx, session, searcher=searcher, total=searcher.total, label=spec.name)
     for g in inline:
         _mark_best(base, g, s.mode)
-    _mark_done(paths, name)
+    retry = _retryable_references(plan, base)
+    if retry:
+        # A finished Tune experiment cannot be asked for more trials, so the next run plans a new one; its
+        # finished run_keys are skipped and the reference's unfinished run is reopened and resumed.
+        st = paths.read_state()
+        st.setdefault("main_attempts", {})[base_name] = attempt + 1
+        paths.write_state(st)
+        _log(f"reference(s) {', '.join(retry)} did not finish (their groups did not run); "
+             f"`adapmtl resume {spec.name}` retrains them and runs their groups")
+    else:
+        _mark_done(paths, name)
     return own_tuner
+
+
+def _retryable_references(plan: Plan, base: dict[str, Any]) -> list[str]:
+    """References without a FINISHED run that a new attempt could still finish (not a diverged one)."""
+    out = []
+    for ref in plan.references:
+        run = tracking.find_run(base["tracking_uri"], base["experiment_id"], {"run_key": ref.run_key})
+        if run is None or not tracking.is_final(run):
+            out.append(ref.id)
+    return out
 
 
 def _main_name(plan: Plan, groups: list[Group]) -> str:

@@ -258,3 +258,24 @@ def test_grid_in_the_sweep_tuner_and_asha_in_its_own(tmp_path, algorithm, schedu
     assert [r.data.tags.get("best") for r in kids if r.data.tags.get("method") == "snip"] == ["true"]
     own_tuner = wd / "sweeps" / f"tiny-{algorithm}" / "tune" / "adapmtl-resnet34-sp0.5-seed0"
     assert own_tuner.is_dir() == (scheduler == "asha")
+
+
+@pytest.mark.integration
+def test_a_reference_that_died_is_retrained_by_resume_and_its_groups_run(tmp_path):
+    """No retries: the reference's process is killed, so its groups cannot run in this sweep; `adapmtl
+    resume` plans a new attempt that resumes the reference from its checkpoint and then runs the group."""
+    spec = write(tmp_path, tiny_spec("tiny-refdied", {"dense": {}, "snip": {}}, [0.5],
+                                     resources={"max_failures": 0}))
+    wd = tmp_path / "wd"
+    first = adapmtl("run", str(spec), "--workdir", str(wd), cwd=tmp_path, ADAPMTL_FAULT_KILL_AT_STEP="4")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "did not finish (their groups did not run)" in first.stderr
+    assert not [r for r in runs_of(wd, "tiny-refdied") if r.data.tags.get("method") == "snip"]
+
+    again = adapmtl("resume", "tiny-refdied", "--workdir", str(wd), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    parent, kids = check_sweep_resumed(runs_of(wd, "tiny-refdied"))
+    by_method = {r.data.tags["method"]: r for r in kids}
+    assert set(by_method) == {"dense", "snip"} and len(kids) == 2
+    assert all(r.info.status == "FINISHED" for r in kids)
+    assert by_method["dense"].data.tags["resumed_from_step"] == "3"  # the same run, continued

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from trainers.float_mask import FloatMaskCache
 from trainers.methods import MethodContext, PruningMethod
 from trainers.sparsity import prunable_weights, unwrap
 
@@ -58,8 +59,7 @@ class WeightMask(nn.Module):
     def __init__(self, shape: Sequence[int], device: torch.device | None = None) -> None:
         super().__init__()
         self.register_buffer("mask", torch.ones(tuple(shape), dtype=torch.bool, device=device))
-        self._multiplier: torch.Tensor | None = None
-        self._multiplier_key: tuple[torch.Tensor, int, torch.dtype] | None = None
+        self._float_mask = FloatMaskCache()
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.device.type == "cpu":
@@ -71,16 +71,8 @@ class WeightMask(nn.Module):
         return torch.where(self.mask, weight, weight.new_zeros(()))
 
     def multiplier(self, dtype: torch.dtype) -> torch.Tensor:
-        """The mask as 0/1 in ``dtype``, rebuilt only when the mask changed (its in-place version counter
-        moves with ``copy_``/``fill_``/``load_state_dict``; a replaced buffer is another tensor), so no update
-        path can leave it stale."""
-        mask = self.mask
-        key = self._multiplier_key
-        if (self._multiplier is None or key is None or key[0] is not mask or key[1] != mask._version
-                or key[2] != dtype):
-            self._multiplier = mask.to(dtype)
-            self._multiplier_key = (mask, mask._version, dtype)
-        return self._multiplier
+        """The mask as 0/1 in ``dtype``, cached until the mask changes (see ``trainers.float_mask``)."""
+        return self._float_mask.get(self.mask, dtype)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from trainers.float_mask import FloatMaskCache
+
 __all__ = [
     "NonzeroCounter",
     "SoftThreshold",
@@ -203,24 +205,15 @@ class SoftThreshold(nn.Module):
         self.group = group
         mask = torch.ones_like(weight, dtype=torch.bool) if with_mask else None
         self.register_buffer("mask", mask)
+        self._float_mask = FloatMaskCache()
 
     def forward(self, w: Tensor) -> Tensor:
         bank = self.bank
         mask = None if bank.masks_all_ones else self.mask
         if mask is not None and w.device.type == "cpu":
-            mask = self._multiplier(w.dtype)
+            mask = self._float_mask.get(mask, w.dtype)  # a multiply, ~20× cheaper than where() on the CPU
         counter = None if bank.fixed_known else bank.counter
         return soft_threshold(w, bank.alpha(self.group), mask, counter)
-
-    def _multiplier(self, dtype: torch.dtype) -> Tensor:
-        """The mask as 0/1 in ``dtype`` (on the CPU a multiply is ~20× cheaper than ``where``), rebuilt
-        whenever the mask tensor or its in-place version counter changed."""
-        mask = self.mask
-        key = getattr(self, "_multiplier_key", None)
-        if key is None or key[0] is not mask or key[1] != mask._version or key[2] != dtype:
-            self._multiplier_value = mask.to(dtype)
-            self._multiplier_key = (mask, mask._version, dtype)
-        return self._multiplier_value
 
     def extra_repr(self) -> str:
         return f"group={self.group!r}, mask={self.mask is not None}"

@@ -177,7 +177,7 @@ def _phase_main(plan: Plan, session: Any, base: dict[str, Any], state: dict[str,
     """References and every group in one Tuner (see ``orchestrator.feeds``); returns the groups left for
     their own Tuners: searched groups under an early-stopping scheduler, which must not compare trials of
     different methods."""
-    from orchestrator.feeds import ReferenceCheck, SweepSearcher, make_feed
+    from orchestrator.feeds import SweepSearcher, make_feed
 
     spec = plan.spec
     s = spec.search
@@ -193,9 +193,7 @@ def _phase_main(plan: Plan, session: Any, base: dict[str, Any], state: dict[str,
     feeds = [make_feed(g.id, g.reference_id, {k: to_tune(v) for k, v in g.space.items()},
                        algorithm=s.algorithm, samples=g.samples, seed=s.seed + g.seed, mode=s.mode)
              for g in inline]
-    check = ReferenceCheck(base["tracking_uri"], base["experiment_id"],
-                           {r.id: r.run_key for r in plan.references})
-    searcher = SweepSearcher([r.id for r in plan.references], feeds, check, mode=s.mode)
+    searcher = SweepSearcher([r.id for r in plan.references], feeds, _reference_check(plan, base), mode=s.mode)
     _run_tuner(plan, name, ctx, session, searcher=searcher, total=searcher.total, label=spec.name)
     for g in inline:
         _mark_best(base, g, s.mode)
@@ -211,6 +209,12 @@ def _phase_main(plan: Plan, session: Any, base: dict[str, Any], state: dict[str,
     else:
         _mark_done(paths, name)
     return own_tuner
+
+
+def _reference_check(plan: Plan, base: dict[str, Any]) -> Any:
+    from orchestrator.feeds import ReferenceCheck
+
+    return ReferenceCheck(base["tracking_uri"], base["experiment_id"], {r.id: r.run_key for r in plan.references})
 
 
 def _retryable_references(plan: Plan, base: dict[str, Any]) -> list[str]:
@@ -241,10 +245,9 @@ def _phase_scheduled(plan: Plan, session: Any, base: dict[str, Any], groups: lis
         if g.id in state.get("done_groups", []):
             _log(f"group {g.id} already done; skipped")
             continue
-        ref = tracking.find_run(base["tracking_uri"], base["experiment_id"],
-                                {"run_key": plan.reference(g).run_key})
-        if ref is None or ref.info.status != "FINISHED":
-            _log(f"group {g.id}: its reference {g.reference_id} did not finish; skipped")
+        why = _reference_check(plan, base).problem(g.reference_id, error=False)
+        if why is not None:  # the same rule as the one Tuner's searcher applies (finished, no zero metric)
+            _log(f"group {g.id}: its reference {g.reference_id} {why}; skipped")
             continue
         ctx = _ctx(spec, base, _units(plan, [g], spec.resources.cpus_per_worker), spec.resources.cpus_per_worker)
         _run_tuner(plan, g.id, ctx, session, group=g, total=g.samples, label=f"{i}/{len(groups)} {g.id}")

@@ -15,12 +15,28 @@ within some task's own top-K_k (the rule holds with per-task K_k differing by at
 
 ``dynamic`` (``disparse_dynamic``, the default, as the paper): ERK layer densities over all layers
 (power 0.9), random masks at those densities with the stem dense, then at iterations ``i = 0, INT, 2·INT, …
-< END`` (before that iteration's forward): (1) per-layer magnitude prune to ``d_l·(1 − r(i))`` with the
-cosine rate ``r(i) = prune_rate·(1 + cos(π·i/END))/2``; (2) per-task gradients ``|∂L_k/∂W|`` of the dense
-model on a fresh batch split in ``grad_splits`` parts; (3) each task regrows, per layer of its ``Θ_k``, the
+< END`` (before that iteration's forward, on that iteration's training batch as the official code):
+(1) per-layer magnitude prune to ``d_l·(1 − r(i))`` with the cosine rate
+``r(i) = prune_rate·(1 + cos(π·i/END))/2``; (2) per-task gradients ``|∂L_k/∂W|`` of the network with every
+mask set to 1, the batch split in ``grad_splits`` parts; (3) each task regrows, per layer of its ``Θ_k``, the
 ``d_l·N_l − alive_l`` pruned positions with the largest gradient; (4) the backbone takes the union of the
 tasks' growth, head k its own. At ``i == END``: a last magnitude prune to exactly the ERK counts (integers
 apportioned so their sum is the target count), then fixed masks.
+
+Which network step (2) differentiates (``pruned_values``): the official code prunes with
+``torch.nn.utils.prune``, whose ``weight_orig`` keeps the values of pruned weights (they then change only
+through Adam's coupled weight decay and moments, since their loss gradient is masked to zero). Its
+all-ones-mask copy is therefore the network *with the pruned weights' stored values* (at i = 0 the dense
+initialisation), and a regrown weight comes back with that value. ``keep`` (default) reproduces this: the
+stored values at pruned positions are left alone while the effective weight ``mask ⊙ W`` the forward pass
+sees stays exactly zero. ``zero`` (this project's earlier behaviour) zeroes stored weights at every prune, so
+step (2) sees the sparse network and regrown weights restart at 0.
+
+Official per-dataset values (config_nyuv2.py / config_taskonomy.py) are the defaults where a parameter is
+left unset: ``update_every`` (INT) 50 on NYUv2, 250 on Taskonomy; ``grad_splits`` 2 / 8; the training loss
+weights λ ``[seg 1, sn 20]`` on NYUv2 (the official config has no depth task; depth gets 1) and
+``[1, 3, 2, 7, 7]`` on Taskonomy. Datasets without official values (synthetic scenes) use NYUv2's schedule
+and equal weights.
 """
 
 from __future__ import annotations
@@ -45,6 +61,16 @@ from trainers.masking import (
 )
 from trainers.methods import MethodContext, MethodMetadata, MethodParams
 
+#: The official configs' values per dataset (config_nyuv2.py, config_taskonomy.py); others use ``_FALLBACK``.
+OFFICIAL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "nyuv2": {"update_every": 50, "grad_splits": 2,
+              "task_weights": {"segment_semantic": 1.0, "normal": 20.0}},
+    "taskonomy": {"update_every": 250, "grad_splits": 8,
+                  "task_weights": {"segment_semantic": 1.0, "normal": 3.0, "depth_zbuffer": 2.0,
+                                   "keypoints2d": 7.0, "edge_texture": 7.0}},
+}
+_FALLBACK: dict[str, Any] = {"update_every": 50, "grad_splits": 2, "task_weights": {}}
+
 
 class DiSparseParams(MethodParams):
     variant: Literal["static", "dynamic"] = Field(default="dynamic", description="official disparse_<variant>")
@@ -52,23 +78,47 @@ class DiSparseParams(MethodParams):
     num_batches: int = Field(default=50, ge=1, description="static: setup batches of per-task sensitivity")
     static_reinit: bool = Field(default=True, description="static: score on a Xavier re-initialised copy")
     # dynamic
-    update_every: int = Field(default=50, ge=1, description="dynamic: INT, steps between mask updates")
+    update_every: int | None = Field(default=None, ge=1, description=(
+        "dynamic: INT, steps between mask updates (None: official per dataset, NYUv2 50, Taskonomy 250)"))
     end_fraction: float = Field(default=0.75, gt=0, lt=1, description="dynamic: END / iterations (15000/20000)")
     prune_rate: float = Field(default=0.5, ge=0, lt=1, description="dynamic: initial cosine prune rate")
     erk_power: float = Field(default=0.9, ge=0, description="dynamic: ERK exponent")
-    grad_splits: int = Field(default=2, ge=1, description="dynamic: batch parts for the per-task gradients")
+    grad_splits: int | None = Field(default=None, ge=1, description=(
+        "dynamic: batch parts for the per-task gradients (None: official per dataset, NYUv2 2, Taskonomy 8)"))
     dense_stem: bool = Field(default=True, description="dynamic: the first backbone layer starts dense")
+    pruned_values: Literal["keep", "zero"] = Field(default="keep", description=(
+        "dynamic: keep the stored values of pruned weights (official torch prune semantics: regrowth "
+        "gradients see them, regrown weights come back with them) or zero them at every prune"))
+    regrow_batch: Literal["train", "setup"] = Field(default="train", description=(
+        "dynamic: regrowth gradients from the iteration's own training batch (official) or a separate "
+        "batch of the setup stream"))
     # both
-    task_weights: dict[str, float] | None = Field(
-        default=None, description="training loss weights λ (default equal; official NYUv2 seg/sn: 1, 20)"
-    )
+    task_weights: dict[str, float] | Literal["official", "equal"] = Field(default="official", description=(
+        "training loss weights λ: the official config's per dataset (NYUv2 seg 1 / sn 20; Taskonomy "
+        "1/3/2/7/7), all 1, or an explicit {task: weight}"))
 
     @field_validator("task_weights")
     @classmethod
-    def _positive(cls, v: dict[str, float] | None) -> dict[str, float] | None:
-        if v is not None and any(w < 0 for w in v.values()):
-            raise ValueError("task weights must be >= 0")
+    def _positive(cls, v: Any) -> Any:
+        if isinstance(v, dict) and any(not math.isfinite(w) or w < 0 for w in v.values()):
+            raise ValueError("task weights must be finite and >= 0")
         return v
+
+
+def resolved_settings(params: DiSparseParams, dataset: str, tasks: Sequence[str]) -> dict[str, Any]:
+    """``update_every``, ``grad_splits`` and per-task ``task_weights`` for a run on ``dataset``."""
+    official = OFFICIAL_DEFAULTS.get(dataset, _FALLBACK)
+    if params.task_weights == "official":
+        given = official["task_weights"]
+    elif params.task_weights == "equal":
+        given = {}
+    else:
+        given = params.task_weights
+    return {
+        "update_every": params.update_every or official["update_every"],
+        "grad_splits": params.grad_splits or official["grad_splits"],
+        "task_weights": {t: float(given.get(t, 1.0)) for t in tasks},
+    }
 
 
 # -- the unanimous rule ------------------------------------------------------------------------------
@@ -176,6 +226,7 @@ class DiSparse(MaskedMethod):
         self.final_done = False
         self.setup_batches = 0
         self.rate = 0.0
+        self.settings: dict[str, Any] = {}
 
     @property
     def p(self) -> DiSparseParams:
@@ -183,12 +234,14 @@ class DiSparse(MaskedMethod):
 
     # -- hooks ------------------------------------------------------------------------------------------
     def setup(self, ctx: MethodContext) -> None:
+        self.keep_pruned_values = self.p.variant == "dynamic" and self.p.pruned_values == "keep"
         super().setup(ctx)
         assert self.masks is not None
-        if self.p.task_weights is not None:
+        if isinstance(self.p.task_weights, dict):
             unknown = set(self.p.task_weights) - set(ctx.tasks)
             if unknown:
                 raise ValueError(f"task_weights names unknown tasks {sorted(unknown)} (tasks: {ctx.tasks})")
+        self.settings = resolved_settings(self.p, ctx.dataset, ctx.tasks)
         if self.p.variant == "static":
             self.kept = self.target_keep
             if not self.resuming:
@@ -198,16 +251,14 @@ class DiSparse(MaskedMethod):
         if self.resuming:
             return
         self._erk_init(ctx)
-        self._dynamic_step(0)
 
     def task_weights(self, step: int, task_losses: Mapping[str, torch.Tensor]) -> Mapping[str, Any]:
-        given = self.p.task_weights or {}
-        return {t: float(given.get(t, 1.0)) for t in task_losses}
+        weights = self.settings["task_weights"]
+        return {t: weights.get(t, 1.0) for t in task_losses}
 
-    def after_optimizer_step(self, step: int) -> None:
-        super().after_optimizer_step(step)
+    def before_forward(self, step: int, batch: Mapping[str, torch.Tensor]) -> None:
         if self.p.variant == "dynamic" and not self.final_done:
-            self._dynamic_step(step + 1)
+            self._dynamic_step(step, batch)
 
     # -- components ------------------------------------------------------------------------------------
     def _theta(self, task: str) -> list[int]:
@@ -252,6 +303,8 @@ class DiSparse(MaskedMethod):
                 model.train()
                 for _ in range(self.p.num_batches):
                     batch = ctx.next_batch()
+                    images = int(batch["image"].shape[0])
+                    ctx.compute.add_scoring(forward_images=images, backward_images=images * len(ctx.tasks))
                     outputs = model(batch["image"])
                     losses = ctx.task_losses(outputs, batch)
                     for j, t in enumerate(ctx.tasks):
@@ -303,14 +356,14 @@ class DiSparse(MaskedMethod):
             return 0.0
         return self.p.prune_rate * (1 + math.cos(math.pi * min(i, self.end) / self.end)) / 2
 
-    def _dynamic_step(self, i: int) -> None:
+    def _dynamic_step(self, i: int, batch: Mapping[str, torch.Tensor]) -> None:
         """The work of iteration ``i`` before its forward: an update, the final prune, or nothing."""
         if i == self.end:
-            self._final_prune()
-        elif i < self.end and i % self.p.update_every == 0:
-            self._update(i)
+            self._final_prune(batch)
+        elif i < self.end and i % self.settings["update_every"] == 0:
+            self._update(i, batch)
 
-    def _update(self, i: int) -> None:
+    def _update(self, i: int, batch: Mapping[str, torch.Tensor]) -> None:
         masks, ctx = self.masks, self.ctx
         assert masks is not None and ctx is not None
         self.rate = self._rate(i)
@@ -319,8 +372,9 @@ class DiSparse(MaskedMethod):
         scores = magnitude_scores(masks)
         targets = [min(a, int(round(k * (1 - self.rate)))) for a, k in zip(alive, self.layer_keep, strict=True)]
         masks.set_masks([topk_mask(s.reshape(-1), n) for s, n in zip(scores, targets, strict=True)])
-        # (2) per-task gradients of the dense model (pruned stored weights are zero, so it is the same net)
-        grads = self._task_gradients(ctx)
+        # (2) per-task gradients with every mask at 1: the stored values (``pruned_values``) decide which
+        # network that is (official: pruned weights keep their values; ``zero``: the sparse network)
+        grads = self._task_gradients(ctx, batch)
         # (3)+(4) per-task regrowth among pruned positions; the backbone takes the union
         grow = [torch.zeros_like(layer.mask) for layer in masks.layers]
         for t in ctx.tasks:
@@ -329,9 +383,10 @@ class DiSparse(MaskedMethod):
                 n_grow = self.layer_keep[i_layer] - targets[i_layer]
                 if n_grow <= 0:
                     continue
-                # only pruned positions with a non-zero gradient qualify: a regrown weight starts at zero,
-                # and one without gradient would stay zero (and count as pruned) for good
-                eligible = ~layer.mask & (g > 0)
+                # every pruned position qualifies when stored values are kept (official: top-k of
+                # |g| ⊙ ¬mask); with zeroed storage only those with a gradient do: a regrown weight starts at
+                # zero there, and one without gradient would stay zero (and count as pruned) for good
+                eligible = ~layer.mask if masks.keep_pruned_values else ~layer.mask & (g > 0)
                 score = torch.where(eligible, g, -math.inf).reshape(-1)
                 grown = topk_mask(score, min(n_grow, layer.numel - targets[i_layer])) & eligible.reshape(-1)
                 grow[i_layer] |= grown.reshape(layer.mask.shape)
@@ -339,22 +394,28 @@ class DiSparse(MaskedMethod):
         self.updates += 1
         self.kept = sum(masks.kept_per_layer())
 
-    def _task_gradients(self, ctx: MethodContext) -> dict[str, list[torch.Tensor]]:
-        """Σ over batch parts of |∂L_k/∂W| for the layers of Θ_k, with every mask set to 1."""
+    def _task_gradients(self, ctx: MethodContext, batch: Mapping[str, torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+        """Σ over batch parts of |∂L_k/∂W| for the layers of Θ_k, with every mask set to 1.
+
+        ``batch`` is the iteration's training batch; with ``regrow_batch: setup`` a batch of the setup stream
+        is drawn instead."""
         masks = self.masks
         assert masks is not None
         saved = [m.clone() for m in masks.masks()]
         originals = masks.originals()
         acc = {t: [torch.zeros_like(originals[i]) for i in self._theta(t)] for t in ctx.tasks}
-        batch = ctx.next_batch()
-        self.setup_batches += 1
+        if self.p.regrow_batch == "setup":
+            batch = ctx.next_batch()
+            self.setup_batches += 1
+        images = int(batch["image"].shape[0])
+        ctx.compute.add_scoring(forward_images=images, backward_images=images * len(ctx.tasks))
         model = ctx.model
         try:
             with preserved_buffers(model):
                 masks.fill_(True)
                 was_training = model.training
                 model.train()
-                for part in split_batch(batch, self.p.grad_splits):
+                for part in split_batch(batch, self.settings["grad_splits"]):
                     outputs = model(part["image"])
                     losses = ctx.task_losses(outputs, part)
                     for j, t in enumerate(ctx.tasks):
@@ -372,7 +433,7 @@ class DiSparse(MaskedMethod):
         all_reduce_([a for t in ctx.tasks for a in acc[t]])
         return acc
 
-    def _final_prune(self) -> None:
+    def _final_prune(self, batch: Mapping[str, torch.Tensor]) -> None:
         """Back to exactly the ERK counts per layer (Σ = target); then the masks stay fixed.
 
         A weight regrown at zero whose gradient stayed exactly zero (a dead unit) is still zero here and, with
@@ -396,7 +457,7 @@ class DiSparse(MaskedMethod):
                         min(deficit, spare))
             deficit -= min(deficit, spare)
         if deficit > 0:
-            grads = self._task_gradients(ctx)
+            grads = self._task_gradients(ctx, batch)
             best = [torch.zeros_like(m, dtype=torch.float32) for m in masks.masks()]
             for t in ctx.tasks:
                 for i, g in zip(self._theta(t), grads[t], strict=True):
@@ -433,7 +494,7 @@ class DiSparse(MaskedMethod):
         self.setup_batches = consumed
 
     def extra_artifacts(self) -> dict[str, Any]:
-        out: dict[str, Any] = {**self.log_state(), "variant": self.p.variant}
+        out: dict[str, Any] = {**self.log_state(), "variant": self.p.variant, **self.settings}
         if self.task_counts:
             out["task_keep_counts"] = dict(self.task_counts)
         if self.p.variant == "dynamic":

@@ -16,19 +16,16 @@ recorded in ``extra_artifacts()["dense_source"]``.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
 
+from baselines.dense_start import dense_weights_for, state_without_masks
 from trainers.masking import MaskedMethod, global_topk_masks, is_mask_key, keep_count, magnitude_scores
 from trainers.methods import MethodContext, MethodMetadata, MethodParams
 from trainers.sparsity import unwrap
-
-log = logging.getLogger(__name__)
 
 
 class LTHParams(MethodParams):
@@ -42,15 +39,6 @@ def round_keeps(total: int, sparsity: float, rounds: int) -> list[int]:
     """Kept counts after each round: density ``(1 − s)^(r/R)``, the last one exactly the target."""
     counts = [keep_count(total, 1.0 - (1.0 - sparsity) ** (r / rounds)) for r in range(1, rounds)]
     return [*counts, keep_count(total, sparsity)]
-
-
-def _state_without_masks(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in unwrap(model).state_dict().items() if not is_mask_key(k)}
-
-
-def _plain_key(key: str) -> str:
-    """``x.parametrizations.weight.original`` -> ``x.weight`` (the key of an unparametrized model)."""
-    return key.replace(".parametrizations.weight.original", ".weight")
 
 
 class LTH(MaskedMethod):
@@ -86,14 +74,14 @@ class LTH(MaskedMethod):
             raise ValueError(f"rewind_step {p.rewind_step} is beyond the dense phase ({dense_iters} steps)")
         assert ctx.target_sparsity is not None
         keeps = round_keeps(self.masks.total, ctx.target_sparsity, p.rounds)
-        init = _state_without_masks(ctx.model)
+        init = state_without_masks(ctx.model)
         rewind: dict[str, torch.Tensor] = init
         snapshot: dict[str, dict[str, torch.Tensor]] = {}
 
         def after_step(i: int) -> None:
             self.masks.enforce_()  # type: ignore[union-attr]
             if p.rewind_step and i + 1 == p.rewind_step and "k" not in snapshot:
-                snapshot["k"] = _state_without_masks(ctx.model)
+                snapshot["k"] = state_without_masks(ctx.model)
 
         for r, keep in enumerate(keeps):
             if r == 0 and p.rewind_step == 0 and p.reuse_dense_checkpoint and self._load_dense(ctx, dense_iters):
@@ -118,17 +106,10 @@ class LTH(MaskedMethod):
 
     def _load_dense(self, ctx: MethodContext, dense_iters: int) -> bool:
         """Load the dense reference's final weights if it is the same run up to the method; else False."""
-        path = ctx.dense_checkpoint
-        if path is None or not Path(path).exists():
+        weights = dense_weights_for(ctx, dense_iters, "LTH")
+        if weights is None:
             return False
-        saved = torch.load(path, map_location=ctx.device, weights_only=False)
-        why = _mismatch(saved, ctx, dense_iters)
-        if why:
-            log.warning("LTH: not reusing dense checkpoint %s (%s); training the dense phase", path, why)
-            return False
-        weights = saved["model"]
-        mapped = {k: weights[_plain_key(k)] for k in _state_without_masks(ctx.model)}
-        self._rewind(mapped)
+        self._rewind(weights)
         return True
 
     def log_state(self) -> dict[str, float]:
@@ -146,34 +127,3 @@ class LTH(MaskedMethod):
 
     def extra_artifacts(self) -> dict[str, Any]:
         return {**self.log_state(), "dense_source": self.dense_source}
-
-
-def _mismatch(saved: Mapping[str, Any], ctx: MethodContext, dense_iters: int) -> str:
-    """Why a dense checkpoint is not this run's dense phase ('' when it is)."""
-    cfg = saved.get("config") or {}
-    if cfg.get("method") != "dense":
-        return f"method {cfg.get('method')!r}"
-    if cfg.get("seed") != ctx.seed:
-        return f"seed {cfg.get('seed')} != {ctx.seed}"
-    train = cfg.get("train") or {}
-    if train.get("iterations") != dense_iters:
-        return f"iterations {train.get('iterations')} != {dense_iters}"
-    tasks = (cfg.get("data") or {}).get("tasks")
-    if tasks is not None and list(tasks) != list(ctx.tasks):
-        return f"tasks {tasks} != {ctx.tasks}"
-    probe = ctx.make_optimizer([torch.nn.Parameter(torch.zeros(1))])
-    sched = ctx.make_scheduler(probe)
-    ours = {"lr": probe.defaults.get("lr"), "betas": list(probe.defaults.get("betas", ())),
-            "weight_decay": probe.defaults.get("weight_decay"),
-            "lr_decay_every": getattr(sched, "step_size", None), "lr_decay": getattr(sched, "gamma", None)}
-    for key, value in ours.items():
-        theirs = train.get(key)
-        theirs = list(theirs) if isinstance(theirs, list | tuple) else theirs
-        if theirs != value:
-            return f"train.{key} {theirs} != {value}"
-    weights = saved.get("model") or {}
-    for key, tensor in _state_without_masks(ctx.model).items():
-        plain = _plain_key(key)
-        if plain not in weights or tuple(weights[plain].shape) != tuple(tensor.shape):
-            return f"model differs at {plain}"
-    return ""

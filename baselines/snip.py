@@ -7,26 +7,43 @@ Multitask choice (METHODS_SPEC §3.2; not documented by the AdapMTL authors): ``
 unweighted task losses, i.e. the single-loss algorithm on the shared model. Over several batches the
 gradients are summed before taking ``|g ⊙ W|`` (SNIP on a larger batch). As the official code, the
 sensitivity pass runs with BatchNorm (and dropout) in inference mode; ``bn_eval=False`` uses training mode.
+
+Biases (``include_biases``, default on): the official SNIP masks every tensor whose name contains 'w' or 'b',
+so the biases of the conv/linear layers take part in the same global ranking (``|g ⊙ b|``) and the kept count
+``round((1 − s)·N)`` is taken over weights and biases together. The weights' sparsity then lands within
+``#biases / #weights`` of the target (≈ 0.05 % on DeepLab-ResNet34 + 3 ASPP heads); masked biases stay zero
+like masked weights. ``include_biases: false`` ranks the weights alone and hits the target exactly.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
+from torch.nn.utils import parametrize
 
-from trainers.masking import MaskedMethod, all_reduce_, global_topk_masks, preserved_buffers
+from trainers.masking import (
+    MaskedMethod,
+    MaskSet,
+    WeightMask,
+    all_reduce_,
+    global_topk_masks,
+    keep_count,
+    preserved_buffers,
+)
 from trainers.methods import MethodContext, MethodMetadata, MethodParams
 
 
 class SNIPParams(MethodParams):
     batches: int = Field(default=1, ge=1, description="batches of the setup stream the sensitivity sums over")
     bn_eval: bool = Field(default=True, description="BatchNorm/dropout in inference mode (official SNIP)")
+    include_biases: bool = Field(default=True, description=(
+        "rank and mask the conv/linear biases with the weights (official SNIP masks every 'w' and 'b' tensor)"))
 
 
 def snip_scores(ctx: MethodContext, originals: list[torch.Tensor], batches: int, bn_eval: bool) -> list[torch.Tensor]:
-    """``|Σ_b ∂L_b/∂W ⊙ W|`` per layer, ``L_b`` = sum of the task losses on setup batch ``b``."""
+    """``|Σ_b ∂L_b/∂T ⊙ T|`` per tensor ``T`` of ``originals``, ``L_b`` = sum of the task losses on batch ``b``."""
     model = ctx.model
     was_training = model.training
     grads = [torch.zeros_like(w) for w in originals]
@@ -35,6 +52,8 @@ def snip_scores(ctx: MethodContext, originals: list[torch.Tensor], batches: int,
         try:
             for _ in range(batches):
                 batch = ctx.next_batch()
+                images = int(batch["image"].shape[0])
+                ctx.compute.add_scoring(forward_images=images, backward_images=images)
                 outputs = model(batch["image"])
                 loss = sum(ctx.task_losses(outputs, batch).values())
                 got = torch.autograd.grad(loss, originals, allow_unused=True)
@@ -63,12 +82,52 @@ class SNIP(MaskedMethod):
         ),
     )
 
+    def __init__(self, params: Any = None) -> None:
+        super().__init__(params)
+        self.bias_masks: list[tuple[torch.nn.Module, WeightMask]] = []
+
     def setup(self, ctx: MethodContext) -> None:
         super().setup(ctx)
-        assert self.masks is not None
-        self.kept = self.target_keep
-        if self.resuming:  # the mask comes back with the model's state_dict
-            return
+        assert self.masks is not None and ctx.target_sparsity is not None
         p: SNIPParams = self.params  # type: ignore[assignment]
-        scores = snip_scores(ctx, self.masks.originals(), p.batches, p.bn_eval)
-        self.masks.set_masks(global_topk_masks(scores, self.target_keep))
+        if p.include_biases:
+            self.bias_masks = install_bias_masks(self.masks)
+        if self.resuming:  # the masks come back with the model's state_dict
+            self.kept = int(self.masks.kept().item())
+            return
+        biases = [bias_original(module) for module, _ in self.bias_masks]
+        scores = snip_scores(ctx, self.masks.originals() + biases, p.batches, p.bn_eval)
+        n_weights = len(self.masks.layers)
+        total = self.masks.total + sum(b.numel() for b in biases)
+        keep = global_topk_masks(scores, keep_count(total, ctx.target_sparsity))
+        self.masks.set_masks(keep[:n_weights])
+        with torch.no_grad():
+            for (module, mask), new in zip(self.bias_masks, keep[n_weights:], strict=True):
+                mask.mask.copy_(new)
+                bias_original(module).masked_fill_(~new, 0)
+        self.kept = int(self.masks.kept().item())  # one sync, at setup
+
+    def after_optimizer_step(self, step: int) -> None:
+        super().after_optimizer_step(step)
+        with torch.no_grad():
+            for module, mask in self.bias_masks:
+                original = bias_original(module)
+                original.mul_(mask.multiplier(original.dtype))
+
+
+def install_bias_masks(masks: MaskSet) -> list[tuple[torch.nn.Module, WeightMask]]:
+    """An all-ones :class:`WeightMask` on the bias of every masked layer that has one (idempotent)."""
+    out = []
+    for layer in masks.layers:
+        module = layer.module
+        if getattr(module, "bias", None) is None:
+            continue
+        if not parametrize.is_parametrized(module, "bias"):
+            bias = module.bias
+            parametrize.register_parametrization(module, "bias", WeightMask(bias.shape, bias.device))
+        out.append((module, module.parametrizations.bias[0]))  # type: ignore[union-attr,index]
+    return out
+
+
+def bias_original(module: torch.nn.Module) -> torch.Tensor:
+    return module.parametrizations.bias.original  # type: ignore[union-attr]

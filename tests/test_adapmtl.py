@@ -85,11 +85,13 @@ def test_warmup_scales_with_short_runs():
 
 def test_lambda_factor_units():
     numels = {"backbone": 300, "head/a": 500, "head/b": 500}
-    assert lambda_factor(numels, AdapMTLParams()) == 1.0
-    assert lambda_factor(numels, AdapMTLParams(lam=2.0)) == 2.0
-    assert lambda_factor(numels, AdapMTLParams(lam=5.0, lam_units="absolute")) == pytest.approx(1.5)
-    assert lambda_factor(numels, AdapMTLParams(lam=5.0, use_lambda=False)) == 1.0
+    # default: Eq. 6 as written with λ = 5 (Table 5 "w/o λ (=5)"): the factor depends on |W_B|/Σ|W_t|
+    assert lambda_factor(numels, AdapMTLParams()) == pytest.approx(1.5)
+    assert lambda_factor(numels, AdapMTLParams(lam=1.0)) == pytest.approx(0.3)
+    assert lambda_factor(numels, AdapMTLParams(use_lambda=False)) == 1.0  # "w/o λ" differs from the default
     assert lambda_factor(numels, AdapMTLParams(lam=5.0, weighting="official_code")) == 1.0
+    # the normalized units (a named departure): the factor is lam on every architecture
+    assert lambda_factor(numels, AdapMTLParams(lam=2.0, lam_units="normalized")) == 2.0
 
 
 # -- the target rule -------------------------------------------------------------------------------
@@ -361,3 +363,18 @@ def test_a_step_with_two_backward_passes_falls_back_to_counting():
     direct = sum(int((m.weight == 0).sum()) for mods in method.layers.values() for _, m in mods)
     assert int(method._zeros) == direct > 0
     assert model.soft_thresholds.counter.layers == 0  # reset for the next step
+
+
+def test_lambda_factor_on_the_models_is_eq6_as_written():
+    """λ = 5 on DeepLab-ResNet34 is a factor ≈ 1.5 (its |W_B|/Σ|W_t| ≈ 0.30), on MobileNetV2 ≈ 0.12: Eq. 6's
+    architecture dependence, which the normalized units (a named option) remove."""
+    from trainers.models import build_model
+    from trainers.sparsity import numel_per_component
+
+    heads = {"segment_semantic": 13, "normal": 3, "depth_zbuffer": 1}
+    resnet = numel_per_component(build_model("resnet34", heads, width=0.125))
+    mobile = numel_per_component(build_model("mobilenetv2", heads, width=0.125))
+    assert lambda_factor(resnet, AdapMTLParams()) == pytest.approx(1.5, abs=0.05)
+    assert lambda_factor(mobile, AdapMTLParams()) < 0.2
+    assert lambda_factor(resnet, AdapMTLParams(use_lambda=False)) == 1.0
+    assert lambda_factor(mobile, AdapMTLParams(lam_units="normalized", lam=1.0)) == 1.0

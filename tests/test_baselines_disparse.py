@@ -101,24 +101,23 @@ def test_dynamic_schedule_regrowth_and_final_target() -> None:
     method = build_method("disparse", {"update_every": 4, "end_fraction": 0.6})
     ctx = make_ctx(model, 0.8, iterations=30)
     method.setup(ctx)
-    assert method.end == 18 and method.updates == 1  # the i = 0 update ran in setup
+    assert method.end == 18 and method.updates == 0  # updates run before the forward of i = 0, 4, ...
     total = method.masks.total
     heads = [i for i, ly in enumerate(method.masks.layers) if ly.component != "backbone"]
     seen: list[int] = []
 
     def check(step: int) -> None:
-        done = step + 1
-        if done < 18 and done % 4 == 0:
+        if step < 18 and step % 4 == 0:  # after step i's update (before its forward) and its optimizer step
             alive = method.masks.kept_per_layer()
             # a head regrows at most to its ERK count (exactly, unless it lacks pruned positions with a
             # gradient); the backbone takes the union of the tasks' growth, so it may exceed it
             for i, (a, k) in enumerate(zip(alive, method.layer_keep)):
                 if i in heads:
                     assert a <= k
-            seen.append(done)
+            seen.append(step)
 
     run_loop(method, ctx, on_step=check)
-    assert seen == [4, 8, 12, 16] and method.updates == 5 and method.final_done
+    assert seen == [0, 4, 8, 12, 16] and method.updates == 5 and method.final_done
     # per layer the ERK count, except that a layer short of live (non-zero) weights — a dead unit in this
     # tiny model — hands its shortfall to the global magnitude ranking; the total is exact either way
     kept = method.masks.kept_per_layer()
@@ -140,7 +139,8 @@ def test_dynamic_rate_is_cosine() -> None:
 
 def test_dynamic_resume_replays_the_setup_stream() -> None:
     torch.manual_seed(0)
-    method = build_method("disparse", {"update_every": 3, "end_fraction": 0.5})
+    params = {"update_every": 3, "end_fraction": 0.5, "regrow_batch": "setup"}
+    method = build_method("disparse", params)
     model = TinyMTL()
     ctx = make_ctx(model, 0.8, iterations=20)
     method.setup(ctx)
@@ -152,7 +152,7 @@ def test_dynamic_resume_replays_the_setup_stream() -> None:
     drawn = []
     inner = ctx2.next_batch
     ctx2.next_batch = lambda: drawn.append(1) or inner()
-    resumed = build_method("disparse", {"update_every": 3, "end_fraction": 0.5})
+    resumed = build_method("disparse", params)
     resumed.setup(ctx2)
     fresh_model.load_state_dict(state)
     resumed.load_state_dict(mstate)

@@ -89,13 +89,15 @@ def make_ctx(model: nn.Module, target: float, *, iterations: int = 20, seed: int
 
 def run_loop(method: PruningMethod, ctx: MethodContext, steps: int | None = None, start: int = 0,
              on_step: Callable[[int], None] | None = None, stream_seed: int = 99) -> torch.optim.Optimizer:
-    """The engine's step order (forward, weighted loss, backward, hooks, Adam + coupled weight decay)."""
+    """The engine's step order (before_forward, forward, weighted loss, backward, hooks, Adam + coupled weight
+    decay)."""
     model = ctx.model
     opt = ctx.make_optimizer(model.parameters())
     nxt = batch_stream(stream_seed)
     model.train()
     for step in range(start, steps if steps is not None else ctx.total_iterations):
         b = nxt()
+        method.before_forward(step, b)
         losses = ctx.task_losses(model(b["image"]), b)
         w = method.task_weights(step, {t: v.detach() for t, v in losses.items()})
         loss = sum(w[t] * losses[t] for t in losses)

@@ -24,6 +24,7 @@ IDS = ["snip", "lth", "imp", "disparse-dynamic", "disparse-static"]
 BASELINES = ["snip", "lth", "imp", "disparse"]
 
 
+
 @pytest.mark.parametrize("name", BASELINES)
 def test_registered_with_metadata_and_space(name: str) -> None:
     from search_spaces import check_param, representative, space_for
@@ -50,19 +51,40 @@ def test_pruned_weights_exactly_zero_and_target_exact(name: str, params: dict, t
     run_loop(method, ctx)
     masks = method.masks
     for layer in masks.layers:
-        assert torch.all(layer.original[~layer.mask] == 0), layer.name
-        assert torch.all(layer.module.weight[~layer.mask] == 0), layer.name
-    assert abs(zero_total(model) - (masks.total - keep_count(masks.total, target))) <= 1
+        assert torch.all(layer.module.weight[~layer.mask] == 0), layer.name  # the forward sees zeros
+        if not masks.keep_pruned_values:  # DiSparse-dynamic keeps stored values, as torch prune does
+            assert torch.all(layer.original[~layer.mask] == 0), layer.name
+    slack = _bias_slack(method)
+    assert abs(zero_total(model) - (masks.total - keep_count(masks.total, target))) <= 1 + slack
     state = method.log_state()
     assert all(isinstance(v, float) for v in state.values())
-    assert state["prune/density"] == pytest.approx(keep_count(masks.total, target) / masks.total)
+    assert state["prune/density"] == pytest.approx(keep_count(masks.total, target) / masks.total,
+                                                   abs=(1 + slack) / masks.total)
 
 
-def _assert_run(result, rep, target: float) -> None:
+def _conv_biases(cfg) -> int:
+    """Conv/linear biases of the run's model: official SNIP ranks them with the weights."""
+    from trainers.data import DATASETS
+    from trainers.models import build_model
+    from trainers.sparsity import prunable_weights
+
+    tasks = cfg.data.task_list()
+    channels = DATASETS[cfg.data.name].task_channels
+    model = build_model(cfg.model.arch, {t: channels[t] for t in tasks}, width=cfg.model.width)
+    return sum(m.bias.numel() for comp in prunable_weights(model).values() for _, m in comp if m.bias is not None)
+
+
+def _bias_slack(method) -> int:
+    """Official SNIP ranks biases with the weights: the weights' count may move by up to #biases."""
+    return sum(m.mask.numel() for _, m in getattr(method, "bias_masks", []))
+
+
+def _assert_run(result, rep, target: float, slack: int = 0) -> None:
     assert result.completed and rep.status == "FINISHED"
     prunable = result.params["prunable"]
-    assert abs((prunable - result.params["prunable_nonzero"]) - round(target * prunable)) <= 1
-    assert rep.last("final/sparsity/overall") == pytest.approx(target, abs=1.5 / prunable)
+    assert abs((prunable - result.params["prunable_nonzero"]) - round(target * prunable)) <= 1 + slack
+    assert rep.last("final/sparsity/overall") == pytest.approx(target, abs=(1.5 + slack) / prunable)
+    assert rep.last("compute/optimizer_steps") >= result.steps
     for key in ("sparsity/backbone", "sparsity/head/normal", "final/sparsity/head/segment_semantic",
                 "prune/density"):
         assert key in rep.metrics, key
@@ -76,7 +98,7 @@ def test_engine_run_on_synthetic_scenes(tmp_path, name: str, params: dict) -> No
     from trainers.engine import train
 
     result = train(cfg, rep, workdir=tmp_path)
-    _assert_run(result, rep, 0.9)
+    _assert_run(result, rep, 0.9, slack=_conv_biases(cfg) if name == "snip" else 0)
 
 
 @pytest.mark.slow
@@ -109,11 +131,11 @@ def test_tracked_in_mlflow(tmp_path, name: str, params: dict) -> None:
     run_id = tracking.create_run(uri, exp, run_name=name, tags={"run_key": cfg.run_key(), "method": name})
     mem = MemoryReporter()
     result = train(cfg, FanOutReporter(MLflowReporter(uri, run_id), mem), workdir=tmp_path / "run")
-    _assert_run(result, mem, 0.9)
+    _assert_run(result, mem, 0.9, slack=_conv_biases(cfg) if name == "snip" else 0)
     run = tracking.client(uri).get_run(run_id)
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
-    assert metrics["final/sparsity/overall"] == pytest.approx(0.9, abs=1e-5)
+    assert metrics["final/sparsity/overall"] == pytest.approx(0.9, abs=1e-5 if name != "snip" else 1e-3)
     assert "sparsity/backbone" in metrics and "prune/density" in metrics
     assert run.data.params["method"] == name
     history = tracking.client(uri).get_metric_history(run_id, "sparsity/overall")

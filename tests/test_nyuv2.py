@@ -71,10 +71,15 @@ def test_full_size_eval_encodings(nyu_root: Path) -> None:
     np.testing.assert_array_equal(item["segment_semantic"].numpy(), seg)
     valid = ~(enc == 255).all(-1)
     np.testing.assert_array_equal(item["normal_mask"][0].numpy(), valid)
+    # default normals: the official convention (raw 0-255 encoding in OpenCV's BGR order, L2-normalised)
+    raw = enc[..., ::-1].astype(np.float64)
+    raw /= np.linalg.norm(raw, axis=-1, keepdims=True)
+    np.testing.assert_allclose(item["normal"].permute(1, 2, 0).numpy()[valid], raw[valid], atol=1e-5)
+    assert (item["normal"][:, ~torch.from_numpy(valid)] == 0).all()
+    decoded = build_dataset("nyuv2", "test", root=nyu_root, eval_size="full", normals="decoded")[0]
     dec = enc.astype(np.float64) / 127.5 - 1
     dec /= np.linalg.norm(dec, axis=-1, keepdims=True)
-    np.testing.assert_allclose(item["normal"].permute(1, 2, 0).numpy()[valid], dec[valid], atol=1e-5)
-    assert (item["normal"][:, ~torch.from_numpy(valid)] == 0).all()
+    np.testing.assert_allclose(decoded["normal"].permute(1, 2, 0).numpy()[valid], dec[valid], atol=1e-5)
     np.testing.assert_allclose(item["depth_zbuffer"][0].numpy(), depth)
     np.testing.assert_array_equal(item["depth_zbuffer_mask"][0].numpy(), depth > 3e-5)
     assert item["depth_zbuffer_mask"].dtype == torch.bool and item["depth_zbuffer"].shape == (1, H, W)
@@ -117,7 +122,7 @@ def test_eval_resize_and_train_crop_with_padding(nyu_root: Path) -> None:
 
 
 def test_decoded_normals_flip_x(nyu_root: Path) -> None:
-    ds = build_dataset("nyuv2", "train", root=nyu_root, augment=False, eval_size="full")
+    ds = build_dataset("nyuv2", "train", root=nyu_root, augment=False, eval_size="full", normals="decoded")
     ref = ds[0]
     ds.augment = True
     ds._train_tf = flip_only_transform(1.0, negate_normal_x=True)

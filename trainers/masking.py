@@ -9,9 +9,13 @@ Why a ``torch.nn.utils.parametrize`` mask rather than gradient hooks:
 * The mask is a buffer of the parametrization module, so it lives in ``model.state_dict()`` and a checkpoint
   resumes with the exact mask, with no method-side bookkeeping.
 
-On top of that the stored values are zeroed at prune time and after every optimizer step
+By default the stored values are also zeroed at prune time and after every optimizer step
 (:meth:`MaskSet.enforce_`): Adam's first moment, inherited from before a prune, would otherwise move a
-pruned stored weight off zero, and a later regrowth (DiSparse) or a mask removal would expose it.
+pruned stored weight off zero, and a later regrowth or a mask removal would expose it. A method that wants
+the official ``torch.nn.utils.prune`` semantics instead (DiSparse: ``weight_orig`` keeps the pruned values,
+which evolve only under weight decay and Adam's moments, and a regrown weight comes back with its stored
+value) installs the masks with ``keep_pruned_values=True``; the effective weight ``original ⊙ mask`` is
+exactly zero at every pruned position either way.
 
 Selection is by exact count: :func:`topk_mask` keeps exactly ``k`` entries, ties broken by position (lower
 flat index first, in layer order), entirely on the device, so a method that asks for ``keep_count(N, s)``
@@ -89,7 +93,7 @@ class MaskedLayer:
 
     @property
     def original(self) -> torch.Tensor:
-        """The stored (trainable) tensor; zero at pruned positions after :meth:`MaskSet.enforce_`."""
+        """The stored (trainable) tensor; zero at pruned positions unless the set keeps pruned values."""
         return self.module.parametrizations.weight.original  # type: ignore[union-attr]
 
     @property
@@ -110,13 +114,15 @@ def _masked_module(module: nn.Module) -> bool:
 class MaskSet:
     """All masked prunable weights of a model, in ``prunable_weights`` order (backbone, then heads)."""
 
-    def __init__(self, layers: Sequence[MaskedLayer]) -> None:
+    def __init__(self, layers: Sequence[MaskedLayer], *, keep_pruned_values: bool = False) -> None:
         self.layers: list[MaskedLayer] = list(layers)
         self.total: int = sum(layer.numel for layer in self.layers)
+        #: False: stored weights are zero wherever the mask is off; True: they keep their values (see module doc)
+        self.keep_pruned_values = keep_pruned_values
 
     # -- construction ----------------------------------------------------------------------------------
     @classmethod
-    def install(cls, model: nn.Module) -> MaskSet:
+    def install(cls, model: nn.Module, *, keep_pruned_values: bool = False) -> MaskSet:
         """Put an all-ones :class:`WeightMask` on every prunable weight (idempotent: reuses existing masks)."""
         layers = []
         for comp, mods in prunable_weights(unwrap(model)).items():
@@ -127,7 +133,7 @@ class MaskSet:
                     weight = module.weight
                     parametrize.register_parametrization(module, "weight", WeightMask(weight.shape, weight.device))
                 layers.append(MaskedLayer(name, comp, module))
-        return cls(layers)
+        return cls(layers, keep_pruned_values=keep_pruned_values)
 
     # -- views -----------------------------------------------------------------------------------------
     @property
@@ -161,7 +167,11 @@ class MaskSet:
     # -- updates ---------------------------------------------------------------------------------------
     @torch.no_grad()
     def enforce_(self) -> None:
-        """Zero the stored weights at pruned positions (after every optimizer step; no host sync)."""
+        """Zero the stored weights at pruned positions (after every optimizer step; no host sync).
+
+        A no-op with ``keep_pruned_values`` (the stored values are the method's to keep)."""
+        if self.keep_pruned_values:
+            return
         for layer in self.layers:
             original = layer.original
             if original.device.type == "cpu":  # a multiply, not masked_fill_ + bitwise_not (see WeightMask)
@@ -171,14 +181,16 @@ class MaskSet:
 
     @torch.no_grad()
     def set_masks(self, masks: Sequence[torch.Tensor], indices: Sequence[int] | None = None) -> None:
-        """Replace the masks (of ``indices``, default all layers) and zero the newly pruned stored weights."""
+        """Replace the masks (of ``indices``, default all layers) and zero the newly pruned stored weights
+        (unless ``keep_pruned_values``)."""
         idx = range(len(self.layers)) if indices is None else indices
         if len(masks) != len(idx):
             raise ValueError(f"got {len(masks)} masks for {len(idx)} layers")
         for i, new in zip(idx, masks, strict=True):
             layer = self.layers[i]
             layer.mask.copy_(new.reshape(layer.mask.shape))
-            layer.original.masked_fill_(~layer.mask, 0)
+            if not self.keep_pruned_values:
+                layer.original.masked_fill_(~layer.mask, 0)
 
     @torch.no_grad()
     def fill_(self, value: bool = True) -> None:
@@ -348,11 +360,14 @@ class MaskedMethod(PruningMethod):
     def resuming(self) -> bool:
         return bool(self.ctx is not None and self.ctx.extras.get("resuming"))
 
+    #: whether stored weights keep their values at pruned positions (``MaskSet.keep_pruned_values``)
+    keep_pruned_values: bool = False
+
     def setup(self, ctx: MethodContext) -> None:
         super().setup(ctx)
         if ctx.target_sparsity is None:
             raise ValueError(f"method {self.name!r} needs a target sparsity")
-        self.masks = MaskSet.install(ctx.model)
+        self.masks = MaskSet.install(ctx.model, keep_pruned_values=self.keep_pruned_values)
         self.target_keep = keep_count(self.masks.total, ctx.target_sparsity)
         self.kept = self.masks.total
 

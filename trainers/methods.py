@@ -19,6 +19,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
+from trainers.compute import ComputeLedger
+
 #: name -> "module:Class". One line per method; imported lazily so a broken optional method cannot break
 #: the others, and so spec validation can list names without importing torch-heavy modules.
 METHOD_REGISTRY: dict[str, str] = {
@@ -57,7 +59,9 @@ class MethodContext:
     ``task_losses(outputs, batch)`` returns the unweighted per-task losses. ``make_optimizer(params)`` and
     ``make_scheduler(optimizer)`` build the run's optimizer/schedule so a method that trains in setup (LTH's
     dense phase) uses the same settings. ``dense_checkpoint`` points at the matching dense reference's final
-    weights when the orchestrator has one.
+    weights when the orchestrator has one. ``dataset`` names the dataset, for methods whose official defaults
+    differ per dataset (DiSparse). ``compute`` is the run's ledger: the engine counts optimizer steps, methods
+    add their scoring passes and reused steps (``trainers.compute``).
     """
 
     model: nn.Module
@@ -73,6 +77,8 @@ class MethodContext:
     workdir: Path
     seed: int = 0
     dense_checkpoint: Path | None = None
+    dataset: str = ""
+    compute: ComputeLedger = field(default_factory=ComputeLedger)
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -90,6 +96,12 @@ class PruningMethod:
         self.ctx: MethodContext | None = None
         self.optimizer: torch.optim.Optimizer | None = None
 
+    @classmethod
+    def effective_params(cls, params: MethodParams) -> dict[str, Any]:
+        """What a run with ``params`` computes, inert parameters dropped: two configurations with equal
+        effective params train identically (the spec warns when two ablation variants do)."""
+        return params.model_dump(mode="json")
+
     # -- hooks (DESIGN.md §3.3) -------------------------------------------------------------------
     def setup(self, ctx: MethodContext) -> None:
         """Before training: install parametrizations, compute masks, remember the initialization."""
@@ -99,6 +111,10 @@ class PruningMethod:
         """The engine hands over the run's optimizer once it exists (after ``setup``), for methods that
         must act on its state around a step (AdapMTL keeps frozen thresholds' Adam state unchanged)."""
         self.optimizer = optimizer
+
+    def before_forward(self, step: int, batch: Mapping[str, torch.Tensor]) -> None:
+        """Before the forward of ``step`` with that step's training batch (DiSparse's mask updates score the
+        iteration's own batch, as the official code does)."""
 
     def task_weights(self, step: int, task_losses: Mapping[str, torch.Tensor]) -> Mapping[str, Any]:
         """Weight of each task loss at this step (floats or 0-d device tensors; never force a host sync)."""

@@ -46,16 +46,33 @@ class Group:
     def searched(self) -> bool:
         return bool(self.space)
 
+    @property
+    def budget(self) -> int:
+        """Trials this group may run: its samples, or every combination under grid search."""
+        if not self.space:
+            return 1
+        sizes = [_choices(v) for v in self.space.values()]
+        if all(n is not None for n in sizes) and self.grid:
+            total = 1
+            for n in sizes:
+                total *= n  # type: ignore[operator]
+            return total
+        return self.samples
+
+    grid: bool = False
+
 
 @dataclass(frozen=True)
 class Plan:
     spec: SweepSpec
     references: list[Reference]
     groups: list[Group]
+    #: problems that do not stop the sweep but make some of its rows meaningless (printed before Ray starts)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def n_trials(self) -> int:
-        return len(self.references) + sum(g.samples for g in self.groups)
+        return len(self.references) + sum(g.budget for g in self.groups)
 
     def reference(self, group: Group) -> Reference:
         return next(r for r in self.references if r.id == group.reference_id)
@@ -73,13 +90,23 @@ class Plan:
             f"max_concurrent {s.search.max_concurrent or 'auto'}",
             "phase 1 (dense references):",
         ]
+        lines[1:1] = [f"warning: {w}" for w in self.warnings]
         for ref in self.references:
             lines.append(f"  {ref.id:<40} run_key {ref.run_key}")
         lines.append("phase 2 (groups):")
         for g in self.groups:
-            what = f"{g.samples} sample(s) over {', '.join(sorted(g.space))}" if g.searched else "1 trial (fixed)"
+            what = f"{g.budget} trial(s) over {', '.join(sorted(g.space))}" if g.searched else "1 trial (fixed)"
             lines.append(f"  {g.id:<40} {what}")
         return "\n".join(lines)
+
+
+def _choices(spec: Any) -> int | None:
+    """Number of values of a choice/list parameter spec (None for continuous ones)."""
+    if isinstance(spec, list | tuple):
+        return len(spec)
+    if isinstance(spec, dict) and spec.get("type") == "choice":
+        return len(spec.get("values", []))
+    return None
 
 
 def _run_config_kwargs(spec: SweepSpec, arch: str, seed: int, method: str, params: dict[str, Any],
@@ -88,8 +115,12 @@ def _run_config_kwargs(spec: SweepSpec, arch: str, seed: int, method: str, param
     if not data.get("options"):
         data.pop("options", None)
     model = {"arch": arch, **spec.model.model_dump(exclude_none=True)}
-    return {"data": data, "model": model, "train": dict(spec.train), "method": method,
-            "method_params": dict(params), "target_sparsity": sparsity, "seed": seed}
+    out = {"data": data, "model": model, "train": dict(spec.train), "method": method,
+           "method_params": dict(params), "target_sparsity": sparsity, "seed": seed}
+    metrics = spec.metrics.model_dump(exclude_none=True)
+    if metrics:
+        out["metrics"] = metrics
+    return out
 
 
 def make_run_config(kwargs: dict[str, Any]) -> Any:
@@ -145,8 +176,17 @@ def build_plan(spec: SweepSpec) -> Plan:
         ms = space_for(method)
         fixed = {**ms.fixed, **mspec.params}
         space: dict[str, Any] = {}
-        if mspec.searched:
-            space = dict(ms.space) if mspec.search == "default" else dict(mspec.search)  # type: ignore[arg-type]
+        samples = mspec.samples
+        search = mspec.search if mspec.searched else None
+        if spec.search.budget == "equal":
+            assert spec.search.trials_per_group is not None
+            samples = spec.search.trials_per_group
+            if mspec.searched and mspec.samples not in (1, samples):
+                raise SpecError(f"methods.{entry}.samples {mspec.samples} contradicts search.budget 'equal' "
+                                f"with trials_per_group {samples}: drop samples")
+            search = None if samples == 1 else (search or ("default" if ms.space else None))
+        if search is not None:
+            space = dict(ms.space) if search == "default" else dict(search)  # type: ignore[arg-type]
             if not space:
                 raise SpecError(f"methods.{entry}.search: the method has no search space (search_spaces/"
                                 f"{method}.py); drop 'search' or give a space")
@@ -173,9 +213,39 @@ def build_plan(spec: SweepSpec) -> Plan:
                         id=f"{entry.replace('@', '.')}-{arch}-sp{_fmt_sparsity(sparsity)}-seed{seed}",
                         method=method, arch=arch, sparsity=sparsity, seed=seed, base=base, space=space,
                         entry=entry, label=mspec.label or variant or None,
-                        samples=mspec.samples if space else 1, reference_id=f"dense-{arch}-seed{seed}",
+                        samples=samples if space else 1, reference_id=f"dense-{arch}-seed{seed}",
+                        grid=spec.search.algorithm == "grid",
                     ))
-    return Plan(spec=spec, references=references, groups=groups)
+    return Plan(spec=spec, references=references, groups=groups, warnings=_equivalent_entries(spec))
+
+
+def _equivalent_entries(spec: SweepSpec) -> list[str]:
+    """Entries of one method (ablation variants) that resolve to the same effective configuration.
+
+    Such rows train identically: an ablation whose "w/o X" row equals the full method measures nothing. The
+    comparison uses ``PruningMethod.effective_params`` (inert parameters dropped), the searched space and its
+    sample count.
+    """
+    import json
+
+    from trainers.methods import method_class, validate_params
+
+    seen: dict[str, str] = {}
+    out = []
+    for entry in spec.pruning_methods():
+        method = entry.partition("@")[0]
+        mspec = spec.methods[entry]
+        fixed = {**space_for(method).fixed, **mspec.params}
+        params = validate_params(method, fixed)
+        search = mspec.search if mspec.searched else None
+        key = json.dumps([method, method_class(method).effective_params(params), search,
+                          mspec.samples if search else 1], sort_keys=True, default=str)
+        if key in seen:
+            out.append(f"methods.{entry} and methods.{seen[key]} resolve to the same effective configuration: "
+                       "their rows would train identically")
+        else:
+            seen[key] = entry
+    return out
 
 
 def _empty() -> Any:

@@ -76,6 +76,11 @@ class SearchSpec(_Strict):
     """
 
     algorithm: Literal["optuna", "random", "grid"] = "optuna"
+    #: ``per_method``: each method entry's own ``search``/``samples``; ``equal``: every method that has a
+    #: search space gets ``trials_per_group`` trials over it (1 = every method with its defaults, no search),
+    #: so no method wins by having been tuned more. Every table caption states the budget per method.
+    budget: Literal["per_method", "equal"] = "per_method"
+    trials_per_group: int | None = Field(default=None, ge=1, le=10_000)
     metric: str = "val/delta_t"
     mode: Literal["max", "min"] = "max"
     scheduler: Literal["none", "asha"] = "none"
@@ -85,6 +90,14 @@ class SearchSpec(_Strict):
     sparsity_penalty: float = Field(default=1.0, ge=0)
     sparsity_tolerance: float = Field(default=0.005, ge=0, lt=1)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _equal_needs_a_count(self) -> SearchSpec:
+        if self.budget == "equal" and self.trials_per_group is None:
+            raise ValueError("search.budget 'equal' needs search.trials_per_group (1 = defaults, no search)")
+        if self.budget == "per_method" and self.trials_per_group is not None:
+            raise ValueError("search.trials_per_group applies to search.budget 'equal' only")
+        return self
 
 
 class ResourcesSpec(_Strict):
@@ -122,9 +135,23 @@ class RaySpec(_Strict):
                             "Ray; off by default: two more processes on a small machine, ~1.5 s of start-up")
 
 
+class MetricsSpec(_Strict):
+    """Metric conventions (``trainers.conventions``): a named set — default the dataset's (``official`` on
+    NYUv2/Tiny-Taskonomy, ``standard`` on synthetic scenes) — plus optional overrides of single knobs. They
+    are logged with every run, enter its identity, and a table never mixes runs evaluated differently."""
+
+    convention: Literal["official", "standard"] | None = None
+    miou_absent: Literal["ignore", "present", "zero"] | None = None
+    delta_nonpositive: Literal["outside", "official"] | None = None
+    average: Literal["batch", "pooled"] | None = None
+    inclusive: bool | None = None
+    normals: Literal["official_raw", "decoded"] | None = None
+
+
 class SweepSpec(_Strict):
     name: str
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     architectures: list[str] = Field(default_factory=lambda: ["resnet34"])
     model: ModelSpec = Field(default_factory=ModelSpec)
     methods: dict[str, MethodSpec]

@@ -168,7 +168,8 @@ def _units(plan: Plan, groups: list[Group], ref_cpus: float) -> dict[str, Unit]:
              for r in plan.references}
     for g in groups:
         units[g.id] = Unit(id=g.id, role=tracking.ROLE_TRIAL, base=g.base, reference_id=g.reference_id,
-                           reference_key=plan.reference(g).run_key, label=g.label)
+                           reference_key=plan.reference(g).run_key, label=g.label, entry=g.entry,
+                           budget_trials=g.budget, budget_searched=tuple(sorted(g.space)))
     return units
 
 

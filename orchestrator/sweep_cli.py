@@ -68,6 +68,9 @@ def prepare(spec_path: str, args: argparse.Namespace, *, state: dict[str, Any] |
     state = state or {}
     spec = specmod.load_spec(spec_path)
     plan = build_plan(spec)
+    if not dry_run:  # --dry-run prints them with the plan
+        for warning in plan.warnings:
+            print(f"adapmtl: warning: {warning}", file=sys.stderr)
     if check_root:
         specmod.check_dataset_root(spec)
     workdir = Path(args.workdir or state.get("workdir") or spec.workdir or default_workdir()).expanduser().resolve()
@@ -206,8 +209,12 @@ def _results(name: str, paths: SweepPaths, uri: str) -> None:
         print("(results not installed: `adapmtl table` is unavailable; runs are in MLflow)", file=sys.stderr)
         return
     os.environ["MLFLOW_TRACKING_URI"] = uri  # the results verbs resolve the store like we do
-    jobs = [["table", name, "--kind", "comparison", "--format", "markdown"],
-            ["table", name, "--kind", "comparison", "--format", "latex", "--out", str(paths.output("comparison.tex"))]]
+    # the compact table fits the terminal; the full tables and the figure go to files (paths printed)
+    jobs = [["table", name, "--kind", "tasks", "--format", "terminal"]]
+    for kind in ("comparison", "tasks", "cost"):
+        jobs.append(["table", name, "--kind", kind, "--format", "latex", "--out", str(paths.output(f"{kind}.tex"))])
+        jobs.append(["table", name, "--kind", kind, "--format", "markdown", "--out",
+                     str(paths.output(f"{kind}.md"))])
     if "plot" in verbs:
         jobs.append(["plot", name, "--kind", "sweep", "--out", str(paths.output("sweep.png"))])
     for argv in jobs:

@@ -51,6 +51,9 @@ class Unit:
     reference_key: str | None = None  # run_key of the reference: its MLflow run holds the ΔT reference
     label: str | None = None
     cpus: float | None = None  # intra-op threads when not the context's (a reference with idle cores)
+    entry: str | None = None  # the spec's method key ("adapmtl", "adapmtl@no_lambda")
+    budget_trials: int = 1  # the group's tuning budget: trials it may run ...
+    budget_searched: tuple[str, ...] = ()  # ... over these parameters (none: a fixed group)
 
 
 @dataclass
@@ -139,6 +142,12 @@ def run_tags(cfg: Any, unit: Unit, ctx: TrialContext, trial_id: str) -> dict[str
         tags["directions"] = directions
     if unit.label:
         tags["variant"] = unit.label
+    if unit.role == tracking.ROLE_TRIAL:
+        tags["budget_trials"] = unit.budget_trials
+        tags["budget_searched"] = ",".join(unit.budget_searched) or "none"
+        if unit.entry:
+            tags["entry"] = unit.entry
+    tags["conventions"] = cfg.conventions().tag()
     return tags
 
 

@@ -17,7 +17,7 @@ from results import schema as S
 
 TABLE_KINDS = ("comparison", "sweep", "tasks", "ablation", "cost")
 PLOT_KINDS = ("sweep", "allocation", "weights", "sensitivity")
-FORMATS = ("latex", "markdown", "csv")
+FORMATS = ("latex", "markdown", "csv", "terminal")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -42,6 +42,8 @@ def add_subcommands(subparsers: Any) -> None:
     _common(t)
     t.add_argument("--kind", choices=TABLE_KINDS, default="comparison")
     t.add_argument("--format", choices=FORMATS, default="markdown")
+    t.add_argument("--no-ci", dest="ci", action="store_false",
+                   help="leave out the 95%% CI column of the overall ΔT (shown when rows have ≥ 2 seeds)")
     t.add_argument("--method", action="append", default=None,
                    help="cost: methods to list (repeatable; default all); ablation: the method (default adapmtl)")
     t.set_defaults(func=cmd_table)
@@ -49,7 +51,11 @@ def add_subcommands(subparsers: Any) -> None:
     _common(p)
     p.add_argument("--kind", choices=PLOT_KINDS, default="sweep")
     p.add_argument("--method", default="adapmtl", help="allocation/weights: method of the run to plot")
-    p.add_argument("--run", default=None, help="allocation/weights: MLflow run id (default: best by val ΔT)")
+    p.add_argument("--run", default=None,
+                   help="allocation/weights: MLflow run id (default: the group's reported best=true trial)")
+    p.add_argument("--seed", type=int, default=None, help="allocation/weights: seed of the run (default: lowest)")
+    p.add_argument("--band", choices=("ci", "std", "none"), default="ci",
+                   help="sweep: band around the mean, 95%% CI over seeds (default) or ±1 std")
     p.set_defaults(func=cmd_plot)
 
 
@@ -81,10 +87,10 @@ def cmd_table(args: argparse.Namespace) -> int:
             opts["method"] = args.method[0]
         table = tables.build(args.kind, df, **opts)
         if args.out:
-            for path in render.write(table, args.format, args.out):
+            for path in render.write(table, args.format, args.out, ci=args.ci):
                 print(f"wrote {path}", file=sys.stderr)
         else:
-            sys.stdout.write(render.render(table, args.format))
+            sys.stdout.write(render.render(table, args.format, ci=args.ci))
         return 0
     except (ValueError, KeyError, OSError) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
@@ -101,38 +107,70 @@ def cmd_plot(args: argparse.Namespace) -> int:
                                      average_seeds=args.average_seeds)
             if args.arch:
                 data = data[data["arch"] == args.arch]
-            plots.plot_sweep(data, out, convention=args.convention)
+            plots.plot_sweep(data, out, convention=args.convention, band=args.band)
         elif args.kind == "sensitivity":
             runs, _, _ = tables._select(df, args.dataset, args.arch)
             plots.plot_sensitivity(tables.score_runs(runs, args.convention, args.average_seeds), out)
         else:
             from results.collect import metric_histories
 
-            run_id = args.run or best_run(df, args.method, args.dataset, args.arch, args.sparsity)
+            run_id = args.run or best_run(df, args.method, args.dataset, args.arch, args.sparsity, args.seed)
             prefix = S.SPARSITY_PREFIX if args.kind == "allocation" else S.TRAIN_WEIGHT_PREFIX
             hist = metric_histories([run_id], [], tracking_uri=S.resolve_tracking_uri(args.tracking_uri),
                                     prefixes=[prefix])
-            title = f"{args.method} run {run_id[:8]}"
-            (plots.plot_allocation if args.kind == "allocation" else plots.plot_weights)(hist, out, title)
+            row = df[df["run_id"] == run_id].iloc[0]
+            title = run_title(row)
+            if args.kind == "allocation":
+                target = row.get(S.TAG_TARGET_SPARSITY)
+                plots.plot_allocation(hist, out, title, float(target) if target is not None and target == target
+                                      and float(target) > 0 else None)
+            else:
+                plots.plot_weights(hist, out, title)
         print(f"wrote {out} (+ {'.pdf' if out.suffix != '.pdf' else '.png'})", file=sys.stderr)
         return 0
     except (ValueError, KeyError, OSError) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
 
 
-def best_run(df: Any, method: str, dataset: str | None, arch: str | None, sparsity: float | None) -> str:
-    """The trial a table would report for ``method`` (best val ΔT) at the selected dataset/arch/sparsity."""
+def best_run(df: Any, method: str, dataset: str | None, arch: str | None, sparsity: float | None,
+             seed: int | None = None) -> str:
+    """The trial the tables report for ``method`` at the selected dataset/arch/sparsity: the group's
+    ``best=true`` run (the same rule as ``results.tables.pick_trials``), of ``seed`` (default: the lowest)."""
     from results import tables
-    from results.collect import metric_col
 
     runs, _, _ = tables._select(df, dataset, arch)
     runs, _ = tables._at_sparsity(runs, sparsity)
     runs = runs[(runs[S.TAG_ROLE] == S.ROLE_TRIAL) & (runs[S.TAG_METHOD] == method)]
     if runs.empty:
         raise ValueError(f"no {method!r} trial to plot (use --method or --run)")
-    val = metric_col(S.val_delta_t())
-    key = runs[val].fillna(float("-inf")) if val in runs else runs["end_time"].astype(float)
-    return str(runs.loc[key.idxmax(), "run_id"])
+    seeds = sorted(int(s) for s in runs[S.TAG_SEED].dropna().unique())
+    if seed is not None and seed not in seeds:
+        raise ValueError(f"no {method!r} trial with seed {seed} (have: {', '.join(map(str, seeds))})")
+    chosen = seed if seed is not None else (seeds[0] if seeds else None)
+    if chosen is not None:
+        runs = runs[runs[S.TAG_SEED].astype(float) == chosen]
+    picked = tables.pick_trials(runs, [S.TAG_METHOD, S.TAG_VARIANT])
+    if S.TAG_VARIANT in picked and len(picked) > 1:  # prefer the full method over ablation variants
+        plain = picked[picked[S.TAG_VARIANT].isna() | (picked[S.TAG_VARIANT] == "")]
+        picked = plain if not plain.empty else picked
+    return str(picked["run_id"].iloc[0])
+
+
+def run_title(row: Any) -> str:
+    """"AdapMTL, 90% target sparsity, seed 0" (what a figure shows, not a run id)."""
+    from results.tables import method_info
+
+    name = method_info(str(row[S.TAG_METHOD]))["display"]
+    variant = row.get(S.TAG_VARIANT)
+    if isinstance(variant, str) and variant:
+        name = variant if variant.startswith(name) else f"{name} {variant}"
+    target = row.get(S.TAG_TARGET_SPARSITY)
+    parts = [name]
+    if target is not None and target == target and float(target) > 0:
+        parts.append(f"{float(target) * 100:g}% target sparsity")
+    if row.get(S.TAG_SEED) is not None:
+        parts.append(f"seed {int(float(row[S.TAG_SEED]))}")
+    return ", ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,15 +43,25 @@ def _label(method: str, variant: object) -> str:
     return f"{name} {variant}" if isinstance(variant, str) and variant else name
 
 
-def plot_sweep(data: pd.DataFrame, out: str | Path | None = None, convention: str = "paper") -> Figure:
-    """Fig. 4: ΔT vs target sparsity, a line per method, one panel per architecture, ±std band over seeds.
+BANDS: tuple[str, ...] = ("ci", "std", "none")
 
-    ``data``: :func:`results.tables.sweep_data` (columns arch, method, variant, target, dt_mean, dt_std, n).
+
+def plot_sweep(data: pd.DataFrame, out: str | Path | None = None, convention: str = "paper",
+               band: str = "ci") -> Figure:
+    """Fig. 4: ΔT vs target sparsity, a line per method, one panel per architecture.
+
+    ``data``: :func:`results.tables.sweep_data` (arch, method, variant, target, dt_mean, dt_std, n, ci_low,
+    ci_high, off_target). The band is the 95 % CI of the mean over seeds (``band="ci"``, Student t) or
+    ± one std (``"std"``); the figure says which and over how many seeds. Points whose achieved sparsity missed
+    the target by more than 0.5 points are drawn hollow with a cross (and listed in the legend).
     """
+    if band not in BANDS:
+        raise ValueError(f"unknown band {band!r} (known: {', '.join(BANDS)})")
     if data.empty:
         raise ValueError("no finished trials to plot")
     archs = sorted(data["arch"].unique(), key=arch_sort_key)
-    fig, axes = plt.subplots(1, len(archs), figsize=(4.2 * len(archs), 3.4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(archs), figsize=(4.2 * len(archs), 3.6), sharey=True, squeeze=False)
+    any_off = False
     for ax, arch in zip(axes[0], archs):
         sub = data[data["arch"] == arch]
         ax.axhline(0.0, color="0.5", lw=0.8, ls="--", label="_dense reference")
@@ -61,23 +71,50 @@ def plot_sweep(data: pd.DataFrame, out: str | Path | None = None, convention: st
             g = g.sort_values("target")
             x, y = g["target"].to_numpy(float), g["dt_mean"].to_numpy(float)
             (line,) = ax.plot(x, y, marker="o", ms=3.5, lw=1.4, label=_label(method, variant))
-            sd = g["dt_std"].to_numpy(float)
-            if np.isfinite(sd).any():
-                ax.fill_between(x, y - np.nan_to_num(sd), y + np.nan_to_num(sd), color=line.get_color(),
-                                alpha=0.15, lw=0)
+            low, high = _band(g, y, band)
+            if low is not None and np.isfinite(low).any():
+                ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15, lw=0)
+            off = g["off_target"].to_numpy(bool) if "off_target" in g else np.zeros(len(g), bool)
+            if off.any():
+                any_off = True
+                ax.scatter(x[off], y[off], s=60, facecolors="white", edgecolors=line.get_color(), zorder=3,
+                           marker="o", linewidths=1.2)
+                ax.scatter(x[off], y[off], s=22, color=line.get_color(), marker="x", zorder=4)
         ax.set_title(arch_label(arch))
         ax.set_xlabel("target sparsity (%)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"ΔT (%, {convention} convention)")
+    if any_off:
+        axes[0][-1].scatter([], [], s=40, facecolors="white", edgecolors="0.3", marker="o",
+                            label="missed target by > 0.5 pt")
     axes[0][-1].legend(fontsize=8, frameon=False)
+    fig.text(0.5, -0.02, _band_note(data, band), ha="center", va="top", fontsize=8)
     fig.tight_layout()
     if out is not None:
         save(fig, out)
     return fig
 
 
+def _band(g: pd.DataFrame, y: np.ndarray, band: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if band == "ci" and "ci_low" in g:
+        return g["ci_low"].to_numpy(float), g["ci_high"].to_numpy(float)
+    if band == "std":
+        sd = g["dt_std"].to_numpy(float)
+        return y - sd, y + sd
+    return None, None
+
+
+def _band_note(data: pd.DataFrame, band: str) -> str:
+    ns = sorted({int(v) for v in data["n"]})
+    n = str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+    if max(ns) < 2:
+        return "single seed per point (n = 1): no band"
+    what = {"ci": "band: 95% CI of the mean (Student t)", "std": "band: ± 1 std", "none": "no band"}[band]
+    return f"mean over n = {n} seeds; {what}"
+
+
 def _series_plot(hist: pd.DataFrame, prefix: str, ylabel: str, title: str, scale: float,
-                 out: str | Path | None) -> Figure:
+                 out: str | Path | None, target: float | None = None) -> Figure:
     """One line per key under ``prefix`` (components or tasks) vs step, for one run."""
     sub = hist[hist["key"].str.startswith(prefix)]
     if sub.empty:
@@ -86,6 +123,8 @@ def _series_plot(hist: pd.DataFrame, prefix: str, ylabel: str, title: str, scale
     for key, g in sorted(sub.groupby("key"), key=lambda kv: (kv[0] != prefix + S.BACKBONE, kv[0])):
         g = g.sort_values("step")
         ax.plot(g["step"].to_numpy(), g["value"].to_numpy(float) * scale, lw=1.4, label=key[len(prefix):])
+    if target is not None:
+        ax.axhline(target * scale, color="0.3", lw=1.0, ls="--", label=f"target ({target * scale:g}%)")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -97,9 +136,12 @@ def _series_plot(hist: pd.DataFrame, prefix: str, ylabel: str, title: str, scale
     return fig
 
 
-def plot_allocation(hist: pd.DataFrame, out: str | Path | None = None, title: str = "") -> Figure:
-    """Fig. 3: sparsity (%) per component vs step, from the ``sparsity/<component>`` histories."""
-    return _series_plot(hist, S.SPARSITY_PREFIX, "sparsity (%)", title or "sparsity allocation", 100.0, out)
+def plot_allocation(hist: pd.DataFrame, out: str | Path | None = None, title: str = "",
+                    target: float | None = None) -> Figure:
+    """Fig. 3: sparsity (%) per component vs step, from the ``sparsity/<component>`` histories, with the
+    run's target overall sparsity (a fraction) as a dashed line."""
+    return _series_plot(hist, S.SPARSITY_PREFIX, "sparsity (%)", title or "sparsity allocation", 100.0, out,
+                        target)
 
 
 def plot_weights(hist: pd.DataFrame, out: str | Path | None = None, title: str = "") -> Figure:

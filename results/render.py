@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from results.disclosure import CI_NOTE
 from results.tables import Table
 
-FORMATS: tuple[str, ...] = ("latex", "markdown", "csv")
+FORMATS: tuple[str, ...] = ("latex", "markdown", "csv", "terminal")
 PREAMBLE = r"\usepackage{booktabs}\usepackage{graphicx}"
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
@@ -53,9 +54,10 @@ def _number(value: float, decimals: int, signed: bool) -> str:
     return f"{value:+.{decimals}f}" if signed and value != 0 else f"{value:.{decimals}f}"
 
 
-def cell_text(table: Table, i: int, j: int, fmt: str, best: pd.DataFrame | None = None) -> str:
-    """Cell (row i, column j): mean (bold when best), ``± std`` when the row has several seeds; "–" when
-    missing. Positional, because cost/sweep tables may repeat a row label."""
+def cell_text(table: Table, i: int, j: int, fmt: str, marks: pd.DataFrame | None = None) -> str:
+    """Cell (row i, column j): mean (bold when significantly best or best of a single seed, underlined when
+    tied for best), ``± std`` when the row has several seeds, a cell marker ("†"); "–" when missing.
+    Positional, because cost/sweep tables may repeat a row label."""
     mean = table.values.iat[i, j]
     if pd.isna(mean):
         return "--" if fmt == "latex" else "–"
@@ -64,9 +66,15 @@ def cell_text(table: Table, i: int, j: int, fmt: str, best: pd.DataFrame | None 
     text = _number(float(mean), d, col in table.signed)
     if fmt == "latex" and text.startswith("-"):
         text = "$-$" + text[1:]
-    best = table.best if best is None else best
-    if bool(best.iat[i, j]):
+    marks = table.marks if marks is None else marks
+    mark = marks.iat[i, j]
+    if mark in ("best", "single"):
         text = rf"\textbf{{{text}}}" if fmt == "latex" else f"**{text}**"
+    elif mark == "tied":
+        text = rf"\underline{{{text}}}" if fmt == "latex" else f"_{text}_"
+    note = table.cell_marks.get((i, j))
+    if note:
+        text += r"$^\dagger$" if fmt == "latex" and note == "†" else note
     std = table.std.iat[i, j]
     row = table.values.index[i]
     is_ref_score = row in table.reference_rows and "ΔT" in _flat(col)  # 0 by construction: no "± 0.00"
@@ -90,20 +98,55 @@ def _show_n(table: Table) -> bool:
     return bool(len(table.n)) and int(table.n.max()) > 1
 
 
+def _with_mark(label: object, mark: str | None, fmt: str) -> object:
+    """A row label with its off-target marker ("AdapMTL † 78.8%")."""
+    if not mark:
+        return label
+    if isinstance(label, tuple):
+        return (*label[:-1], _with_mark(label[-1], mark, fmt))
+    if fmt == "latex":
+        return f"{label}$^\\dagger$ ({latex_text(mark.removeprefix('† '))})"
+    return f"{label} {mark}"
+
+
+def ci_texts(table: Table, fmt: str) -> list[str]:
+    """The "[low, high]" 95 % CI of the overall ΔT per row ("" where there is none)."""
+    out = []
+    for i in range(len(table.values)):
+        lo_hi = table.ci.get(i)
+        if lo_hi is None:
+            out.append("")
+            continue
+        lo, hi = (_number(v, 2, True) for v in lo_hi)
+        if fmt == "latex":
+            lo, hi = (x.replace("-", "$-$") for x in (lo, hi))
+        out.append(f"[{lo}, {hi}]")
+    return out
+
+
+def _ci_key(table: Table) -> object:
+    return ("", "95% CI") if isinstance(table.values.columns, pd.MultiIndex) else "95% CI"
+
+
 # -- LaTeX ------------------------------------------------------------------------------------------
-def to_latex(table: Table) -> str:
+def to_latex(table: Table, ci: bool = False) -> str:
     """A complete ``table``/``table*`` float (booktabs, multi-level header, caption with the ΔT convention)."""
-    best = table.best
+    marks = table.marks
     shape = table.values.shape
     cells = pd.DataFrame(
-        [[cell_text(table, i, j, "latex", best) for j in range(shape[1])] for i in range(shape[0])],
+        [[cell_text(table, i, j, "latex", marks) for j in range(shape[1])] for i in range(shape[0])],
         columns=_latex_columns(table.values.columns),
     )
+    if ci and table.ci:
+        key = _ci_key(table)
+        cells[tuple(latex_text(p) for p in key) if isinstance(key, tuple) else latex_text(key)] = \
+            ci_texts(table, "latex")
     if _show_n(table):
         n_key = ("", "n") if isinstance(table.values.columns, pd.MultiIndex) else "n"
         cells[n_key] = [str(int(v)) for v in table.n]
     names = list(table.values.index.names)
-    labels = [_row_label(table, r, "latex") for r in table.values.index]
+    labels = [_with_mark(_row_label(table, r, "latex"), table.row_marks.get(i), "latex")
+              for i, r in enumerate(table.values.index)]
     if isinstance(table.values.index, pd.MultiIndex):
         cells.index = pd.MultiIndex.from_tuples(labels, names=[latex_text(n) for n in names])
     else:
@@ -117,11 +160,12 @@ def to_latex(table: Table) -> str:
     tabular = _add_cmidrules(tabular, table.values.columns, n_index)
     tabular = _corner_names(tabular, [latex_text(n or "") for n in names])
     env = "table*" if cells.shape[1] > 10 else "table"
+    caption = f"{table.caption} {CI_NOTE}" if ci and table.ci else table.caption
     return "\n".join([
         f"% Generated by adapmtl (results.render). Preamble: {PREAMBLE}",
         f"\\begin{{{env}}}[t]",
         "\\centering",
-        f"\\caption{{{table.caption}}}",
+        f"\\caption{{{caption}}}",
         f"\\label{{{table.label}}}",
         # shrink to the line width when too wide, never enlarge a narrow table
         "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%",
@@ -195,18 +239,25 @@ def _flat(col: object) -> str:
     return str(col)
 
 
-def to_markdown(table: Table) -> str:
-    """A GitHub pipe table (group / metric headers, bold best) with the caption as a paragraph."""
+def to_markdown(table: Table, ci: bool = False) -> str:
+    """A GitHub pipe table (group / metric headers, bold best, _tied_) with the caption as a paragraph."""
     index_names = [str(n or "") for n in table.values.index.names]
-    header = index_names + [_flat(c) for c in table.values.columns] + (["n"] if _show_n(table) else [])
-    lines = [f"**{table.kind.capitalize()}.** {plain_caption(table.caption)}", "",
+    show_ci = ci and bool(table.ci)
+    header = (index_names + [_flat(c) for c in table.values.columns] + (["ΔT 95% CI"] if show_ci else [])
+              + (["n"] if _show_n(table) else []))
+    caption = f"{table.caption} {CI_NOTE}" if show_ci else table.caption
+    lines = [f"**{table.kind.capitalize()}.** {plain_caption(caption)}", "",
              "| " + " | ".join(h.replace("|", "\\|") for h in header) + " |",
              "|" + "|".join([":---"] * len(index_names) + ["---:"] * (len(header) - len(index_names))) + "|"]
-    best = table.best
+    marks = table.marks
+    cis = ci_texts(table, "markdown")
     for i, r in enumerate(table.values.index):
+        r = _with_mark(r, table.row_marks.get(i), "markdown")
         label = list(r) if isinstance(r, tuple) else [r]
-        cells = [str(x) for x in label] + [cell_text(table, i, j, "markdown", best)
+        cells = [str(x) for x in label] + [cell_text(table, i, j, "markdown", marks)
                                            for j in range(table.values.shape[1])]
+        if show_ci:
+            cells.append(cis[i])
         if _show_n(table):
             cells.append(str(int(table.n.iat[i])))
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
@@ -220,8 +271,14 @@ def to_frame(table: Table) -> pd.DataFrame:
         out[_flat(c)] = table.values[c].to_numpy()
         out[f"{_flat(c)} std"] = table.std[c].to_numpy()
     out["n"] = table.n.to_numpy()
-    best = table.best
-    out["best"] = [";".join(_flat(c) for j, c in enumerate(table.values.columns) if best.iat[i, j])
+    if table.ci:
+        out["ΔT 95% CI low"] = [table.ci.get(i, (math.nan, math.nan))[0] for i in range(len(table.values))]
+        out["ΔT 95% CI high"] = [table.ci.get(i, (math.nan, math.nan))[1] for i in range(len(table.values))]
+    out["off_target"] = [table.row_marks.get(i, "") for i in range(len(table.values))]
+    marks = table.marks
+    out["best"] = [";".join(_flat(c) for j, c in enumerate(table.values.columns) if marks.iat[i, j] in
+                            ("best", "single")) for i in range(len(table.values))]
+    out["tied"] = [";".join(_flat(c) for j, c in enumerate(table.values.columns) if marks.iat[i, j] == "tied")
                    for i in range(len(table.values))]
     return out
 
@@ -230,21 +287,26 @@ def to_csv(table: Table) -> str:
     return to_frame(table).to_csv(index=False)
 
 
-def render(table: Table, fmt: str) -> str:
+def render(table: Table, fmt: str, ci: bool = True) -> str:
+    """The table in ``fmt``; ``ci`` adds the 95 % CI column of the overall ΔT (CSV always has it)."""
     if fmt == "latex":
-        return to_latex(table)
+        return to_latex(table, ci)
     if fmt == "markdown":
-        return to_markdown(table)
+        return to_markdown(table, ci)
     if fmt == "csv":
         return to_csv(table)
+    if fmt == "terminal":
+        from results.terminal import to_terminal
+
+        return to_terminal(table)
     raise ValueError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
 
 
-def write(table: Table, fmt: str, out: str | Path) -> list[Path]:
+def write(table: Table, fmt: str, out: str | Path, ci: bool = True) -> list[Path]:
     """Write the table (and, for LaTeX, a ``.bib`` with the cited methods' entries next to it)."""
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(table, fmt), encoding="utf-8")
+    path.write_text(render(table, fmt, ci), encoding="utf-8")
     written = [path]
     if fmt == "latex" and table.bibtex:
         bib = path.with_suffix(".bib")

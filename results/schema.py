@@ -29,8 +29,15 @@ TAG_VARIANT = "variant"
 #: optional: JSON ``{task: {metric: "higher"|"lower"}}`` so ΔT can be recomputed without this package's
 #: built-in direction table (runs from other machines / new tasks).
 TAG_DIRECTIONS = "directions"
+#: the resolved metric conventions of a run (``trainers.conventions.MetricConventions.tag``)
+TAG_CONVENTIONS = "conventions"
+#: metrics logged beside a task's own (never part of ΔT or a table's ranking)
+AUX_METRICS: frozenset[str] = frozenset({"miou_standard"})
 #: optional: JSON list of the run's tasks in display order.
 TAG_TASKS = "tasks"
+#: the tuning budget of the trial's group: trials it may run, and the searched parameters ("none" if fixed)
+TAG_BUDGET_TRIALS = "budget_trials"
+TAG_BUDGET_SEARCHED = "budget_searched"
 
 #: the identity tags every trial/reference run carries (DESIGN §3.6), in table order.
 IDENTITY_TAGS: tuple[str, ...] = (
@@ -64,6 +71,10 @@ FINAL_FLOPS_DENSE = "final/flops_dense"
 FINAL_FLOPS_SPARSE = "final/flops_sparse"
 SPARSITY_OVERALL = f"sparsity/{OVERALL}"
 FINAL_SPARSITY_OVERALL = f"final/sparsity/{OVERALL}"
+#: training compute of a run (``trainers.compute.ComputeLedger``); step equivalents fold everything in one
+COMPUTE_PREFIX = "compute/"
+COMPUTE_OPTIMIZER_STEPS = "compute/optimizer_steps"
+COMPUTE_STEP_EQUIVALENTS = "compute/step_equivalents"
 
 TRAIN_LOSS_PREFIX = "train/loss/"
 TRAIN_WEIGHT_PREFIX = "train/weight/"

@@ -3,11 +3,14 @@
 Every table is built the same way so that the numbers mean the same thing everywhere:
 1. score each finished run: ΔT recomputed from its test metrics against the dense reference of the same
    (dataset, arch, seed) — or the seed-averaged reference when asked — never read back from a logged value;
+   runs evaluated under different metric conventions are refused (``results.disclosure``);
 2. per (method, variant, target sparsity, seed) keep the trial the tuner would pick: best ``val/delta_t``
    (the test split never selects; the latest run breaks ties);
-3. aggregate over seeds: mean, sample std and n.
-A :class:`Table` holds means, stds, n and what "best" means per column; ``results.render`` turns it into
-LaTeX / Markdown / CSV.
+3. aggregate over seeds: mean, sample std and n, keeping the per-seed values for paired statistics.
+A :class:`Table` holds means, stds, n, the per-seed values and what "best" means per column; which cells are
+marked best or tied follows ``results.stats`` (paired 95 % intervals over seeds), and rows that missed their
+sparsity target are never ranked. Every caption states the conventions, n, the ranking rule, the tuning
+budget and the training compute. ``results.render`` turns a table into LaTeX / Markdown / CSV.
 """
 
 from __future__ import annotations
@@ -22,6 +25,17 @@ import pandas as pd
 
 from results import schema as S
 from results.collect import METRIC_COL, PARAM_COL, metric_col
+from results.disclosure import (
+    achieved_points,
+    budget_text,
+    check_conventions,
+    compute_text,
+    conventions_text,
+    is_off_target,
+    join,
+    ranking_text,
+    seeds_text,
+)
 from results.scores import (
     MissingReferenceError,
     builtin_directions,
@@ -80,26 +94,52 @@ class Table:
     bibtex: dict[str, str] = field(default_factory=dict)
     references: dict[str, str] = field(default_factory=dict)  # BibTeX key → "Title (year)"
     notes: list[str] = field(default_factory=list)
+    #: per-seed values: index (row position, seed), columns as ``values`` (paired statistics, CIs)
+    per_seed: pd.DataFrame | None = None
+    #: cells never ranked (their row or cell missed the sparsity target); same shape as ``values``
+    ineligible: pd.DataFrame | None = None
+    #: per row position: "† 78.8%"-style marker of an off-target row (achieved overall sparsity)
+    row_marks: dict[int, str] = field(default_factory=dict)
+    #: per row position: 95 % CI (low, high) of the overall ΔT over seeds (None below 2 seeds)
+    ci: dict[int, tuple[float, float]] = field(default_factory=dict)
+    #: per (row, column) position: a marker typeset after the value ("†": the cell missed its target)
+    cell_marks: dict[tuple[int, int], str] = field(default_factory=dict)
+    conventions: str | None = None
+
+    @property
+    def marks(self) -> pd.DataFrame:
+        """Per cell "best", "tied", "single" or "" (see ``results.stats.rank_column``). The dense reference
+        rows compete for nothing (they are the reference), nor do cells in ``ineligible``."""
+        from results.stats import rank_column
+
+        marks = pd.DataFrame("", index=range(len(self.values)), columns=self.values.columns)
+        refs = self.values.index.isin(list(self.reference_rows))
+        groups = (self.values.index.get_level_values(self.best_within) if self.best_within
+                  else pd.Index(["all"] * len(self.values)))
+        for j, col in enumerate(self.values.columns):
+            direction = self.better.get(col)
+            if direction is None:
+                continue
+            for g in pd.unique(groups):
+                rows = [i for i in range(len(self.values)) if groups[i] == g and not refs[i]
+                        and pd.notna(self.values.iat[i, j])
+                        and not (self.ineligible is not None and bool(self.ineligible.iat[i, j]))]
+                samples = {i: self._samples(i, j) for i in rows}
+                for i, mark in rank_column(samples, direction, rows, self.decimals.get(col, 2)).items():
+                    marks.iat[i, j] = mark
+        marks.index = self.values.index
+        return marks
+
+    def _samples(self, i: int, j: int) -> dict[Any, float]:
+        if self.per_seed is None or i not in self.per_seed.index.get_level_values(0):
+            return {0: float(self.values.iat[i, j])}
+        sub = self.per_seed.xs(i, level=0).iloc[:, j]
+        return {s: float(v) for s, v in sub.items() if pd.notna(v)}
 
     @property
     def best(self) -> pd.DataFrame:
-        """Boolean frame: the best value of each column with a direction (ties all marked; baseline rows
-        excluded, since the dense model is the reference, not a competitor)."""
-        mask = pd.DataFrame(False, index=self.values.index, columns=self.values.columns)
-        eligible = ~self.values.index.isin(list(self.reference_rows))
-        groups = (self.values.index.get_level_values(self.best_within) if self.best_within
-                  else pd.Index(["all"] * len(self.values)))
-        for col, direction in self.better.items():
-            if direction is None or col not in self.values.columns:
-                continue
-            rounded = self.values[col].round(self.decimals.get(col, 2))
-            for g in pd.unique(groups):
-                sel = (groups == g) & eligible & rounded.notna().to_numpy()
-                if not sel.any():
-                    continue
-                target = rounded[sel].max() if direction == S.DIRECTION_HIGHER else rounded[sel].min()
-                mask.loc[sel & (rounded == target).to_numpy(), col] = True
-        return mask
+        """Boolean frame of the cells typeset in bold (significantly best, or best of a single seed)."""
+        return self.marks.isin(["best", "single"])
 
 
 # -- metadata -------------------------------------------------------------------------------------------
@@ -146,11 +186,12 @@ def metric_label(metric: str, direction: str) -> str:
 
 # -- scoring --------------------------------------------------------------------------------------------
 def _test_columns(df: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(column, task, metric) of every test metric a task is scored on (auxiliary metrics left out)."""
     out = []
     for col in df.columns:
         if col.startswith(METRIC_COL):
             parsed = S.parse_test_metric(col[len(METRIC_COL):])
-            if parsed:
+            if parsed and parsed[1] not in S.AUX_METRICS:
                 out.append((col, *parsed))
     return out
 
@@ -174,6 +215,7 @@ def score_runs(df: pd.DataFrame, convention: str = "paper", average_seeds: bool 
     runs = df[df[S.TAG_ROLE].isin([S.ROLE_TRIAL, S.ROLE_REFERENCE]) & df[cols].notna().any(axis=1)].copy()
     if runs.empty:
         raise ValueError("no finished trial or reference run with test metrics")
+    conventions = check_conventions(runs)
     runs[S.TAG_VARIANT] = runs[S.TAG_VARIANT].where(runs[S.TAG_VARIANT].notna(), "")
     refs: dict[tuple[Any, ...], dict[str, dict[str, float]]] = {}
     for (dataset, arch), _ in runs.groupby([S.TAG_DATASET, S.TAG_ARCH], dropna=False):
@@ -206,6 +248,7 @@ def score_runs(df: pd.DataFrame, convention: str = "paper", average_seeds: bool 
             out.setdefault(DT_PREFIX + k, [math.nan] * len(runs))[i] = v
     for k, v in out.items():
         runs[k] = v
+    runs.attrs["conventions"] = conventions
     return runs
 
 
@@ -386,14 +429,13 @@ def comparison(df: pd.DataFrame, *, dataset: str | None = None, arch: str | None
     for c in sources:  # sparsity in percent, the reference shows "–" as in the paper
         if c.startswith(METRIC_COL + S.FINAL_SPARSITY_PREFIX):
             values[c] = np.where(scored[S.TAG_ROLE] == S.ROLE_REFERENCE, np.nan, values[c] * 100)
-    values[S.TAG_METHOD] = scored[S.TAG_METHOD]
-    values[S.TAG_VARIANT] = scored[S.TAG_VARIANT]
-    mean, std, n = _aggregate(values, [S.TAG_METHOD, S.TAG_VARIANT], sources)
-    table = _assemble("comparison", mean, std, n, columns, sources, better, decimals, signed, convention, scored)
+    for key in (S.TAG_METHOD, S.TAG_VARIANT, S.TAG_SEED):
+        values[key] = scored[key]
+    table = _assemble("comparison", values, columns, sources, better, decimals, signed, convention, scored,
+                      target)
     pct = "" if target is None else f" at {target * 100:g}\\% target overall sparsity"
-    table.caption = (f"Comparison with pruning methods on {_latex_name(dataset)} ({_latex_name(arch)}){pct}. "
-                     f"{_convention_text(convention)}. Sparsity: achieved, per component. "
-                     f"{_seeds_text(table.n)} Best per column in bold.")
+    table.caption = _caption(table, f"Comparison with pruning methods on {_latex_name(dataset)} "
+                             f"({_latex_name(arch)}){pct}.", df, scored, "Sparsity: achieved, per component.")
     table.label = f"tab:comparison-{dataset}-{arch}"
     return table
 
@@ -414,15 +456,28 @@ def arch_sort_key(arch: str) -> tuple[int, str]:
     return (order.index(arch), "") if arch in order else (len(order), str(arch))
 
 
-def _assemble(kind: str, mean: pd.DataFrame, std: pd.DataFrame, n: pd.Series, columns: list[Any],
-              sources: list[str], better: dict[Any, str | None], decimals: dict[Any, int], signed: set[Any],
-              convention: str, scored: pd.DataFrame) -> Table:
-    """Rows in method order, labelled and cited; columns renamed from source columns to display keys."""
+def _assemble(kind: str, frame: pd.DataFrame, columns: list[Any], sources: list[str],
+              better: dict[Any, str | None], decimals: dict[Any, int], signed: set[Any], convention: str,
+              scored: pd.DataFrame, target: float | None) -> Table:
+    """Rows in method order, labelled and cited; columns renamed from source columns to display keys.
+
+    ``frame`` has one row per picked run: ``method``, ``variant``, ``seed`` and the ``sources`` columns.
+    Keeps the per-seed values, marks rows whose achieved sparsity misses ``target`` as never ranked, and the
+    95 % CI of the overall ΔT per row.
+    """
+    from results.stats import t_interval
+
+    keys = [S.TAG_METHOD, S.TAG_VARIANT]
+    g = frame.groupby(keys, dropna=False, sort=False)
+    mean, std, n = g[sources].mean(), g[sources].std(ddof=1), g.size()
     order = _method_rows(scored)
     labels, rows, refs = [], [], set()
     table = Table(kind, pd.DataFrame(), pd.DataFrame(), pd.Series(dtype=int), better, "", "", convention,
                   decimals, signed)
-    for method, variant in order:
+    table.conventions = scored.attrs.get("conventions")
+    per_seed_parts = []
+    overall = DT_PREFIX + S.OVERALL
+    for i, (method, variant) in enumerate(order):
         key = (method, variant)
         is_ref = bool(((scored[S.TAG_METHOD] == method) & (scored[S.TAG_ROLE] == S.ROLE_REFERENCE)).any())
         label = _row_label(method, variant, is_ref)
@@ -431,13 +486,46 @@ def _assemble(kind: str, mean: pd.DataFrame, std: pd.DataFrame, n: pd.Series, co
         if is_ref:
             refs.add(label)
         _cite(table, label, method)
+        mine = frame[(frame[S.TAG_METHOD] == method) & (frame[S.TAG_VARIANT] == variant)]
+        part = mine.set_index(S.TAG_SEED)[sources]
+        part.index = pd.MultiIndex.from_arrays([[i] * len(part), part.index], names=["row", "seed"])
+        per_seed_parts.append(part)
+        picked = scored[(scored[S.TAG_METHOD] == method) & (scored[S.TAG_VARIANT] == variant)]
+        if not is_ref and target is not None:
+            ach, _ = achieved_points(picked)
+            if is_off_target(ach, target * 100):
+                table.row_marks[i] = f"† {ach:.1f}%"
+        if overall in mine and not is_ref:
+            _m, lo, hi = t_interval(mine[overall].tolist())
+            if np.isfinite(lo):
+                table.ci[i] = (lo, hi)
     cols = pd.MultiIndex.from_tuples(columns) if isinstance(columns[0], tuple) else pd.Index(columns)
     idx = pd.Index(labels, name="Method")
     table.values = pd.DataFrame(mean.loc[rows, sources].to_numpy(), index=idx, columns=cols)
     table.std = pd.DataFrame(std.loc[rows, sources].to_numpy(), index=idx, columns=cols)
     table.n = pd.Series(n.loc[rows].to_numpy(), index=idx, name="n")
     table.reference_rows = refs
+    per_seed = pd.concat(per_seed_parts)
+    per_seed.columns = cols
+    table.per_seed = per_seed
+    table.ineligible = pd.DataFrame(False, index=range(len(rows)), columns=cols)
+    for i in table.row_marks:
+        table.ineligible.iloc[i, :] = True
+    table.ineligible.index = idx
+    table.budget_labels = dict(zip(rows, labels))  # type: ignore[attr-defined]
     return table
+
+
+def _caption(table: Table, head: str, df: pd.DataFrame, scored: pd.DataFrame, extra: str = "") -> str:
+    """The caption every table carries: what it shows, then how it was measured and how sure it is."""
+    labels = getattr(table, "budget_labels", {})
+    marks = table.marks
+    any_tied = bool((marks == "tied").any().any())
+    any_single = bool((marks == "single").any().any())
+    return join([head, extra, conventions_text(table.conventions), _convention_text(table.convention) + ".",
+                 seeds_text(table.n),
+                 ranking_text(table.n, any_tied, bool(table.row_marks or table.cell_marks), any_single),
+                 budget_text(df, scored, labels), compute_text(df, scored, labels)])
 
 
 # -- tasks (Table 3) ------------------------------------------------------------------------------------
@@ -449,64 +537,125 @@ def tasks(df: pd.DataFrame, *, dataset: str | None = None, arch: str | None = No
     scored = pick_trials(score_runs(runs, convention, average_seeds), [S.TAG_METHOD, S.TAG_VARIANT])
     scored = scored[scored[S.TAG_ROLE] == S.ROLE_TRIAL]
     task_list = _tasks_of(scored)
-    table = _delta_table("tasks", scored, task_list, [S.TAG_METHOD, S.TAG_VARIANT], convention)
-    legend = ", ".join(f"T{i}: {task_label(t)}" for i, t in enumerate(task_list, 1))
+    table = _delta_table("tasks", scored, task_list, convention, target)
+    _add_achieved(table, scored)
+    legend = ", ".join(f"T{i}: {task_label(t)}" for i, t in enumerate(task_list, 1)).rstrip(".")
     pct = "" if target is None else f" at {target * 100:g}\\% target sparsity"
-    table.caption = (f"Per-task results on {_latex_name(dataset)} ({_latex_name(arch)}){pct}. {legend}. "
-                     f"{_convention_text(convention)}. {_seeds_text(table.n)} Best per column in bold.")
+    table.caption = _caption(table, f"Per-task results on {_latex_name(dataset)} ({_latex_name(arch)}){pct}. "
+                             f"{legend}.", df, scored)
     table.label = f"tab:tasks-{dataset}-{arch}"
     return table
 
 
-def _delta_table(kind: str, scored: pd.DataFrame, task_list: list[str], keys: list[str], convention: str,
-                 ) -> Table:
+def _delta_table(kind: str, scored: pd.DataFrame, task_list: list[str], convention: str,
+                 target: float | None) -> Table:
     columns = [f"ΔT{i} {UP}" for i in range(1, len(task_list) + 1)] + [f"ΔT {UP}"]
     sources = [DT_PREFIX + t for t in task_list] + [DT_PREFIX + S.OVERALL]
     better = {c: S.DIRECTION_HIGHER for c in columns}
-    mean, std, n = _aggregate(scored, keys, sources)
-    return _assemble(kind, mean, std, n, columns, sources, better, dict.fromkeys(columns, 2), set(columns),
-                     convention, scored)
+    return _assemble(kind, scored, columns, sources, better, dict.fromkeys(columns, 2), set(columns),
+                     convention, scored, target)
 
 
 # -- ablation (Table 5) ---------------------------------------------------------------------------------
 def ablation(df: pd.DataFrame, *, method: str = "adapmtl", dataset: str | None = None, arch: str | None = None,
              sparsity: float | None = None, convention: str = "paper", average_seeds: bool = False,
              keys: Sequence[str] | None = None) -> Table:
-    """Table 5: variants of one method. A ``variant`` tag names a variant; without it, variants are the
-    method parameters (``params.method.*``, or ``keys``) whose values differ from the method's defaults
-    (registry) or, failing that, from the most common value."""
+    """Table 5: the variants of one method, one row each, labelled by the spec (the ``variant`` tag), the
+    full method (the entry without ``@variant``) last, with ΔT per task, overall, and the achieved sparsity.
+
+    Rows are spec entries, never search trials: each entry's reported trial is its group's ``best=true``
+    run. Without variant tags, ``keys`` (method parameters) may name the variants instead; their values are
+    printed rounded.
+    """
     runs, dataset, arch = _select(df, dataset, arch)
     runs, target = _at_sparsity(runs, sparsity)
     runs = runs[(runs[S.TAG_ROLE] == S.ROLE_REFERENCE) | (runs[S.TAG_METHOD] == method)]
     if not (runs[S.TAG_METHOD] == method).any():
         raise ValueError(f"no {method!r} runs for the ablation table on {dataset}/{arch}")
     scored = score_runs(runs, convention, average_seeds)
+    conventions = scored.attrs.get("conventions")
     scored = scored[scored[S.TAG_ROLE] == S.ROLE_TRIAL].copy()
+    scored.attrs["conventions"] = conventions
     scored[S.TAG_VARIANT] = variant_labels(scored, method, keys)
     scored = pick_trials(scored, [S.TAG_METHOD, S.TAG_VARIANT])
+    scored.attrs["conventions"] = conventions
     task_list = _tasks_of(scored)
-    table = _delta_table("ablation", scored, task_list, [S.TAG_METHOD, S.TAG_VARIANT], convention)
-    # full method last, as in the paper
-    full = method_info(method)["display"]
-    order = [r for r in table.values.index if r != full] + ([full] if full in table.values.index else [])
-    table.values, table.std, table.n = table.values.loc[order], table.std.loc[order], table.n.loc[order]
-    table.values.index = table.std.index = table.n.index = pd.Index(order, name="Variant")
-    legend = ", ".join(f"T{i}: {task_label(t)}" for i, t in enumerate(task_list, 1))
+    full_variant = _full_variant(scored)
+    table = _delta_table("ablation", scored, task_list, convention, target)
+    _add_achieved(table, scored)
+    # rows: the spec's labels (not "AdapMTL <label>"), the full method last, as in the paper
+    keys_in_order = list(getattr(table, "budget_labels", {}))
+    display = method_info(method)["display"]
+    labels = [str(v) if isinstance(v, str) and v else display for _, v in keys_in_order]
+    full_pos = [i for i, (_, v) in enumerate(keys_in_order) if (v or "") == full_variant]
+    order = [i for i in range(len(labels)) if i not in full_pos] + full_pos
+    _reorder(table, order, [labels[i] for i in order], "Variant")
+    legend = ", ".join(f"T{i}: {task_label(t)}" for i, t in enumerate(task_list, 1)).rstrip(".")
     pct = "" if target is None else f" at {target * 100:g}\\% target sparsity"
-    table.caption = (f"Ablation of {full} on {_latex_name(dataset)} ({_latex_name(arch)}){pct}. {legend}. "
-                     f"{_convention_text(convention)}. {_seeds_text(table.n)} Best per column in bold.")
+    table.caption = _caption(table, f"Ablation of {display} on {_latex_name(dataset)} ({_latex_name(arch)}){pct}. "
+                             f"{legend}. The full method is the last row.", df, scored)
     table.label = f"tab:ablation-{dataset}-{arch}"
     return table
 
 
+def _add_achieved(table: Table, scored: pd.DataFrame) -> None:
+    """An "achieved overall sparsity" column before the overall ΔT (tables compared at one target)."""
+    achieved = metric_col(S.final_sparsity(S.OVERALL))
+    if achieved not in scored:
+        return
+    spars = scored.groupby([S.TAG_METHOD, S.TAG_VARIANT], dropna=False, sort=False)[achieved]
+    keys = list(getattr(table, "budget_labels", {}))
+    at = len(table.values.columns) - 1
+    table.values.insert(at, "Sparsity %", [float(spars.mean().get(k, np.nan)) * 100 for k in keys])
+    table.std.insert(at, "Sparsity %", [float(spars.std(ddof=1).get(k, np.nan)) * 100 for k in keys])
+    table.better["Sparsity %"] = None
+    table.decimals["Sparsity %"] = 1
+    if table.ineligible is not None:
+        table.ineligible.insert(at, "Sparsity %", False)
+    if table.per_seed is not None:
+        table.per_seed.insert(at, "Sparsity %", np.nan)
+
+
+def _full_variant(scored: pd.DataFrame) -> str:
+    """The variant label of the full method: the runs of the spec entry without ``@`` (tag ``entry``), else
+    the runs with no variant label."""
+    if "tags.entry" in scored:
+        plain = scored[scored["tags.entry"].notna() & ~scored["tags.entry"].astype(str).str.contains("@")]
+        if not plain.empty:
+            return str(plain[S.TAG_VARIANT].iloc[0] or "")
+    return ""
+
+
+def _reorder(table: Table, order: list[int], labels: list[Any], name: str) -> None:
+    """Permute a table's rows (and everything keyed by row position) and relabel them."""
+    idx = pd.Index(labels, name=name)
+    pos = {old: new for new, old in enumerate(order)}
+    table.values = table.values.iloc[order].set_axis(idx)
+    table.std = table.std.iloc[order].set_axis(idx)
+    table.n = table.n.iloc[order].set_axis(idx)
+    if table.ineligible is not None:
+        table.ineligible = table.ineligible.iloc[order].set_axis(idx)
+    if table.per_seed is not None:
+        ps = table.per_seed
+        rows = [pos[r] for r in ps.index.get_level_values(0)]
+        table.per_seed = ps.set_axis(pd.MultiIndex.from_arrays([rows, ps.index.get_level_values(1)],
+                                                              names=ps.index.names)).sort_index(level=0)
+    table.row_marks = {pos[k]: v for k, v in table.row_marks.items()}
+    table.ci = {pos[k]: v for k, v in table.ci.items()}
+    old_labels = list(getattr(table, "budget_labels", {}).items())
+    table.budget_labels = {old_labels[o][0]: labels[i] for i, o in enumerate(order)}  # type: ignore[attr-defined]
+    table.citations = {}
+    table.reference_rows = set()
+
+
 def variant_labels(runs: pd.DataFrame, method: str, keys: Sequence[str] | None = None) -> pd.Series:
-    """A label per run: the ``variant`` tag, else ``key=value`` for each varying method param that differs
-    from its default; "" for the full method."""
+    """A label per run: the ``variant`` tag; else, when ``keys`` name method parameters, ``key=value`` for
+    each of them that differs from its default; "" otherwise (the full method). Searched parameters never
+    make variants by themselves: the trials of one group are one row (its reported trial)."""
     tagged = runs[S.TAG_VARIANT].where(runs[S.TAG_VARIANT].notna(), "")
-    if (tagged != "").any():
+    if (tagged != "").any() or not keys:
         return tagged.astype(object)
-    cols = [PARAM_COL + S.METHOD_PARAM_PREFIX + k for k in keys] if keys else [
-        c for c in runs.columns if c.startswith(PARAM_COL + S.METHOD_PARAM_PREFIX)]
+    cols = [PARAM_COL + S.METHOD_PARAM_PREFIX + k for k in keys]
     cols = [c for c in cols if c in runs and runs[c].nunique(dropna=False) > 1]
     defaults = _param_defaults(method)
     labels = []
@@ -516,9 +665,18 @@ def variant_labels(runs: pd.DataFrame, method: str, keys: Sequence[str] | None =
             name = c[len(PARAM_COL + S.METHOD_PARAM_PREFIX):]
             ref = defaults.get(name, runs[c].mode(dropna=False).iloc[0])
             if str(row[c]) != str(ref):
-                parts.append(f"{name}={row[c]}")
+                parts.append(f"{name}={_short(row[c])}")
         labels.append(", ".join(parts))
     return pd.Series(labels, index=runs.index, dtype="object")
+
+
+def _short(value: Any) -> str:
+    """A parameter value as a label: floats to 3 significant digits ("0.514", not 0.5142125743762794)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{f:.3g}" if not float(f).is_integer() or "." in str(value) else str(value)
 
 
 def _param_defaults(method: str) -> dict[str, str]:
@@ -555,31 +713,53 @@ def cost(df: pd.DataFrame, *, dataset: str | None = None, arch: str | None = Non
     f_unit, f_scale = _unit(scored[flops])
     scored["_params"] = scored[params] / p_scale
     scored["_flops"] = scored[flops] / f_scale
+    step_eq = metric_col(S.COMPUTE_STEP_EQUIVALENTS)
+    dense_eq = (scored[scored[S.TAG_ROLE] == S.ROLE_REFERENCE].groupby(S.TAG_ARCH)[step_eq].mean()
+                if step_eq in scored else pd.Series(dtype=float))
+    scored["_compute"] = (scored[step_eq] / scored[S.TAG_ARCH].map(dense_eq) if step_eq in scored
+                          else np.nan)
+    show_compute = bool(scored["_compute"].notna().any())
     show_target = ((scored["_ach"] - scored["_tgt"]).abs() > SPARSITY_TOLERANCE * 100).any()
-    cols = (["Target (%)"] if show_target else []) + ["Sparsity (%)", f"Params ({p_unit})", f"FLOPs ({f_unit})",
-                                                     f"ΔT {UP}"]
-    sources = (["_tgt"] if show_target else []) + ["_ach", "_params", "_flops", DT_PREFIX + S.OVERALL]
+    cols = ((["Target (%)"] if show_target else []) + ["Sparsity (%)", f"Params ({p_unit})", f"FLOPs ({f_unit})"]
+            + (["Train (×dense)"] if show_compute else []) + [f"ΔT {UP}"])
+    sources = ((["_tgt"] if show_target else []) + ["_ach", "_params", "_flops"]
+               + (["_compute"] if show_compute else []) + [DT_PREFIX + S.OVERALL])
     keys = [S.TAG_ARCH, S.TAG_METHOD, S.TAG_VARIANT, "_tgt"]
     mean, std, n = _aggregate(scored, keys, sources)
     rows = sorted(mean.index, key=lambda k: (arch_sort_key(k[0]), k[1] != S.DENSE_METHOD, float(k[3]),
                                              method_sort_key(k[1]), str(k[2])))
     labels = []
+    decimals = dict(zip(cols, [2] * len(cols))) | {"Train (×dense)": 1}
     table = Table("cost", pd.DataFrame(), pd.DataFrame(), pd.Series(dtype=int),
                   {c: None for c in cols} | {f"ΔT {UP}": S.DIRECTION_HIGHER}, "", "", convention,
-                  dict(zip(cols, [2] * len(cols))), best_within="Architecture")
-    for a, m, v, _ in rows:
+                  decimals, best_within="Architecture")
+    table.conventions = scored.attrs.get("conventions")
+    per_seed = []
+    for i, (a, m, v, tgt) in enumerate(rows):
         label = _row_label(m, v, m == S.DENSE_METHOD)
         labels.append((arch_label(a), label))
         if m == S.DENSE_METHOD:
             table.reference_rows.add((arch_label(a), label))
         _cite(table, label, m)
+        sel = scored[(scored[S.TAG_ARCH] == a) & (scored[S.TAG_METHOD] == m) & (scored[S.TAG_VARIANT] == v)
+                     & np.isclose(scored["_tgt"], tgt)]
+        part = sel.set_index(S.TAG_SEED)[sources]
+        part.index = pd.MultiIndex.from_arrays([[i] * len(part), part.index], names=["row", "seed"])
+        per_seed.append(part)
+        if m != S.DENSE_METHOD and is_off_target(float(sel["_ach"].mean()), float(tgt)):
+            table.row_marks[i] = f"† {float(sel['_ach'].mean()):.1f}%"
     idx = pd.MultiIndex.from_tuples(labels, names=["Architecture", "Method"])
     table.values = pd.DataFrame(mean.loc[rows, sources].to_numpy(), index=idx, columns=cols)
     table.std = pd.DataFrame(std.loc[rows, sources].to_numpy(), index=idx, columns=cols)
     table.n = pd.Series(n.loc[rows].to_numpy(), index=idx, name="n")
-    table.caption = (f"Computational cost on {_latex_name(dataset)}: achieved overall sparsity, non-zero "
-                     f"parameters and FLOPs of the sparse model. {_convention_text(convention)}. "
-                     f"{_seeds_text(table.n)}")
+    table.per_seed = pd.concat(per_seed).set_axis(cols, axis=1)
+    table.ineligible = pd.DataFrame([[i in table.row_marks] * len(cols) for i in range(len(rows))],
+                                    index=idx, columns=cols)
+    table.budget_labels = {(m, v): label for (_a, m, v, _t), (_al, label) in zip(rows, labels)}  # type: ignore[attr-defined]
+    extra = ("Train: training compute per run relative to the dense run of the same architecture (optimizer "
+             "steps incl. dense phases and pruning rounds, plus scoring passes)." if show_compute else "")
+    table.caption = _caption(table, f"Computational cost on {_latex_name(dataset)}: achieved overall sparsity, "
+                             "non-zero parameters and FLOPs of the sparse model.", df, scored, extra)
     table.label = f"tab:cost-{dataset}"
     return table
 
@@ -595,26 +775,47 @@ def _unit(values: pd.Series) -> tuple[str, float]:
 
 
 # -- sweep (Fig. 4 data) --------------------------------------------------------------------------------
-def sweep_data(df: pd.DataFrame, *, dataset: str | None = None, convention: str = "paper",
-               average_seeds: bool = False) -> pd.DataFrame:
-    """Long form of Fig. 4: ``arch, method, variant, target, dt_mean, dt_std, n, achieved`` (percent)."""
+def _sweep_scored(df: pd.DataFrame, dataset: str | None, convention: str, average_seeds: bool
+                  ) -> tuple[pd.DataFrame, str]:
     trials = df[df[S.TAG_ROLE] == S.ROLE_TRIAL]
     dataset = _choose(trials if not trials.empty else df, S.TAG_DATASET, dataset, "dataset")
     runs = df[df[S.TAG_DATASET] == dataset]
     keys = [S.TAG_ARCH, S.TAG_METHOD, S.TAG_VARIANT, S.TAG_TARGET_SPARSITY]
-    scored = pick_trials(score_runs(runs, convention, average_seeds), keys)
-    scored = scored[scored[S.TAG_ROLE] == S.ROLE_TRIAL]
+    scored = score_runs(runs, convention, average_seeds)
+    conventions = scored.attrs.get("conventions")
+    scored = pick_trials(scored, keys)
     achieved = metric_col(S.final_sparsity(S.OVERALL))
     scored = scored.assign(_ach=scored[achieved] * 100 if achieved in scored else np.nan)
-    g = scored.groupby(keys, dropna=False)
-    out = pd.DataFrame({
-        "dt_mean": g[DT_PREFIX + S.OVERALL].mean(), "dt_std": g[DT_PREFIX + S.OVERALL].std(ddof=1),
-        "n": g.size(), "achieved": g["_ach"].mean(),
-    }).reset_index().rename(columns={S.TAG_TARGET_SPARSITY: "target"})
-    out["target"] = out["target"] * 100
+    scored.attrs["conventions"] = conventions
+    return scored, dataset
+
+
+def sweep_data(df: pd.DataFrame, *, dataset: str | None = None, convention: str = "paper",
+               average_seeds: bool = False) -> pd.DataFrame:
+    """Long form of Fig. 4: ``arch, method, variant, target, dt_mean, dt_std, n, achieved`` (percent), the
+    95 % CI of the mean ΔT (``ci_low``, ``ci_high``; NaN below 2 seeds) and ``off_target`` (achieved
+    sparsity more than 0.5 points from the target). ``attrs["conventions"]`` carries the conventions tag."""
+    from results.stats import t_interval
+
+    scored, dataset = _sweep_scored(df, dataset, convention, average_seeds)
+    trials = scored[scored[S.TAG_ROLE] == S.ROLE_TRIAL]
+    keys = [S.TAG_ARCH, S.TAG_METHOD, S.TAG_VARIANT, S.TAG_TARGET_SPARSITY]
+    rows = []
+    for key, sel in trials.groupby(keys, dropna=False, sort=False):
+        dts = sel[DT_PREFIX + S.OVERALL].tolist()
+        mean, lo, hi = t_interval(dts)
+        ach = float(sel["_ach"].mean())
+        rows.append({"arch": key[0], "method": key[1], "variant": key[2], "target": float(key[3]) * 100,
+                     "dt_mean": mean, "dt_std": float(np.std(dts, ddof=1)) if len(dts) > 1 else np.nan,
+                     "n": len(dts), "achieved": ach, "ci_low": lo, "ci_high": hi,
+                     "off_target": is_off_target(ach, float(key[3]) * 100)})
+    out = pd.DataFrame(rows, columns=["arch", "method", "variant", "target", "dt_mean", "dt_std", "n",
+                                      "achieved", "ci_low", "ci_high", "off_target"])
     out["dataset"] = dataset
     out = out.sort_values(["arch", "method", "target"], key=lambda s: s.map(
         lambda v: method_sort_key(v) if s.name == "method" else v)).reset_index(drop=True)
+    out.attrs["conventions"] = scored.attrs.get("conventions")
+    out.attrs["scored"] = scored
     return out
 
 
@@ -622,8 +823,11 @@ def sweep(df: pd.DataFrame, *, dataset: str | None = None, arch: str | None = No
           average_seeds: bool = False) -> Table:
     """ΔT per method (rows, grouped by architecture) and target sparsity (columns): the data of Fig. 4."""
     data = sweep_data(df, dataset=dataset, convention=convention, average_seeds=average_seeds)
+    scored: pd.DataFrame = data.attrs["scored"]
     if arch is not None:
-        data = data[data["arch"] == _choose(data, "arch", arch, "arch")]
+        chosen = _choose(data, "arch", arch, "arch")
+        data = data[data["arch"] == chosen]
+        scored = scored[scored[S.TAG_ARCH] == chosen]
     if data.empty:
         raise ValueError("no finished trials to tabulate")
     show_ach = ((data["achieved"] - data["target"]).abs() > SPARSITY_TOLERANCE * 100).any()
@@ -641,23 +845,44 @@ def sweep(df: pd.DataFrame, *, dataset: str | None = None, arch: str | None = No
     cols = pd.MultiIndex.from_tuples(columns)
     values = pd.DataFrame(np.nan, index=idx, columns=cols)
     std = values.copy()
+    ineligible = pd.DataFrame(False, index=idx, columns=cols)
     n = pd.Series(0, index=idx, name="n")
-    for r, label in zip(rows, labels):
-        sel = data[(data["arch"] == r[0]) & (data["method"] == r[1]) &
-                   (data["variant"].fillna("") == r[2])]
+    per_seed = []
+    trials = scored[scored[S.TAG_ROLE] == S.ROLE_TRIAL]
+    table = Table("sweep", values, std, n, {}, "", "", convention, dict.fromkeys(columns, 2),
+                  best_within="Architecture")
+    for i, (r, label) in enumerate(zip(rows, labels)):
+        sel = data[(data["arch"] == r[0]) & (data["method"] == r[1]) & (data["variant"].fillna("") == r[2])]
         for _, rec in sel.iterrows():
-            values.loc[label, (f"{rec['target']:g}%", f"ΔT {UP}")] = rec["dt_mean"]
-            std.loc[label, (f"{rec['target']:g}%", f"ΔT {UP}")] = rec["dt_std"]
+            col = (f"{rec['target']:g}%", f"ΔT {UP}")
+            values.loc[label, col] = rec["dt_mean"]
+            std.loc[label, col] = rec["dt_std"]
+            if rec["off_target"]:
+                ineligible.loc[label, col] = True
+                table.cell_marks[(i, cols.get_loc(col))] = "†"
             if show_ach:
                 values.loc[label, (f"{rec['target']:g}%", "Achieved %")] = rec["achieved"]
             n[label] = max(n[label], int(rec["n"]))
-    better = {c: (S.DIRECTION_HIGHER if c[1].startswith("ΔT") else None) for c in columns}
-    table = Table("sweep", values, std, n, better, "", "", convention, dict.fromkeys(columns, 2),
-                  best_within="Architecture")
+        mine = trials[(trials[S.TAG_ARCH] == r[0]) & (trials[S.TAG_METHOD] == r[1])
+                      & (trials[S.TAG_VARIANT].fillna("") == r[2])]
+        wide = mine.pivot_table(index=S.TAG_SEED, columns=S.TAG_TARGET_SPARSITY,
+                                values=DT_PREFIX + S.OVERALL, aggfunc="last")
+        part = pd.DataFrame(np.nan, index=wide.index, columns=cols)
+        for t in wide.columns:
+            part[(f"{float(t) * 100:g}%", f"ΔT {UP}")] = wide[t].to_numpy()
+        part.index = pd.MultiIndex.from_arrays([[i] * len(part), part.index], names=["row", "seed"])
+        per_seed.append(part)
+    table.better = {c: (S.DIRECTION_HIGHER if c[1].startswith("ΔT") else None) for c in columns}
+    table.per_seed = pd.concat(per_seed) if per_seed else None
+    table.ineligible = ineligible
+    table.conventions = data.attrs.get("conventions")
     for (_a, m, _v), label in zip(rows, labels):
         _cite(table, label, m)
-    table.caption = (f"$\\Delta_T$ vs. target overall sparsity on {_latex_name(data['dataset'].iloc[0])}. "
-                     f"{_convention_text(convention)}. {_seeds_text(n)} Best per column and architecture in bold.")
+    table.budget_labels = {(m, v): lab for (_a, m, v), (_al, lab) in zip(rows, labels)}  # type: ignore[attr-defined]
+    table.caption = _caption(table, f"$\\Delta_T$ vs. target overall sparsity on "
+                             f"{_latex_name(data['dataset'].iloc[0])}, best per column and architecture.",
+                             df, scored, "$\\dagger$ cells missed their target by more than 0.5 points."
+                             if table.cell_marks else "")
     table.label = f"tab:sweep-{data['dataset'].iloc[0]}"
     return table
 

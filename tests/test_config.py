@@ -47,7 +47,28 @@ def test_run_key_is_stable_and_ignores_defaults():
     assert RunConfig(method="dense", seed=0).run_key() == PINNED_DENSE_KEY
 
 
-PINNED_DENSE_KEY = "ba396252192e25ae"
+#: identity version 2 (metric conventions and IDENTITY_VERSION always enter the hash; see trainers.config)
+PINNED_DENSE_KEY = "8f3098ff3acc98fb"
+
+
+def test_metric_conventions_are_part_of_the_identity_and_logged():
+    base = RunConfig(method="dense")
+    assert base.conventions().name == "standard"  # synthetic scenes: the standard definitions
+    official = RunConfig(method="dense", metrics={"convention": "official"})
+    assert official.conventions().miou_absent == "ignore" and official.run_key() != base.run_key()
+    # spelled differently, same conventions: same run
+    same = RunConfig(method="dense", metrics={"miou_absent": "present"})
+    assert same.conventions() == base.conventions() and same.run_key() == base.run_key()
+    nyu = RunConfig(data={"name": "nyuv2"})
+    assert nyu.conventions().name == "official" and nyu.conventions().normals == "official_raw"
+    decoded = RunConfig(data={"name": "nyuv2", "options": {"normals": "decoded"}})
+    assert decoded.conventions().name == "custom" and decoded.run_key() != nyu.run_key()
+    flat = decoded.flat()
+    assert flat["conventions.normals"] == "decoded" and flat["conventions.miou_absent"] == "ignore"
+    with pytest.raises(ValidationError, match="contradicts"):
+        RunConfig(data={"name": "nyuv2", "options": {"normals": "decoded"}}, metrics={"normals": "official_raw"})
+    with pytest.raises(ValidationError):
+        RunConfig(metrics={"miou_absent": "sometimes"})
 
 
 def test_flat_params_are_dotted():

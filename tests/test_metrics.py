@@ -327,3 +327,41 @@ def test_update_never_reads_tensors_back_to_the_host(monkeypatch: pytest.MonkeyP
     monkeypatch.undo()
     for _, meter in meters:
         assert all(math.isfinite(v) for v in meter.compute().values())
+
+
+def test_conventions_pick_the_miou_rule_and_log_the_standard_one_beside() -> None:
+    """The dataset's named conventions decide the mIoU rule; under the official rule the standard mIoU is
+    reported beside it (aux key, not a ΔT metric). Same hand-computed confusion matrix as above."""
+    from trainers.conventions import resolve
+
+    batch = {"segment_semantic": torch.tensor(SEG_GT)}
+    synthetic = get_task("segment_semantic", "synthetic_scenes",
+                         **resolve("synthetic_scenes").task_options()).new_meter()
+    synthetic.update(onehot_logits(SEG_PRED, 4), batch)
+    out = synthetic.compute()
+    assert out["miou"] == pytest.approx((0.25 + 1 / 3 + 0) / 3 * 100) and "miou_standard" not in out
+    task = get_task("segment_semantic", "nyuv2", **resolve("nyuv2").task_options())
+    nyu = task.new_meter()
+    nyu.update(onehot_logits(SEG_PRED, 4), batch)
+    out = nyu.compute()
+    assert out["miou"] == pytest.approx((0.25 + 1 / 3) / 2 * 100)
+    assert out["miou_standard"] == pytest.approx((0.25 + 1 / 3 + 0) / 3 * 100)
+    assert "miou_standard" not in task.metric_directions  # never part of ΔT
+
+
+def test_official_miou_rewards_dropping_a_hard_class_the_standard_one_does_not() -> None:
+    """Ground truth: 4 pixels of class 0, 4 of class 1. Model A finds one class-1 pixel (and mislabels one
+    class-0 pixel as 1); model B never predicts class 1. Official: B (class 1 dropped) > A; standard: A > B."""
+    gt = torch.tensor([[[0, 0, 0, 0, 1, 1, 1, 1]]])
+    a = torch.tensor([[[0, 0, 0, 1, 1, 0, 0, 0]]])  # IoU0 = 3/7, IoU1 = 1/5
+    b = torch.tensor([[[0, 0, 0, 0, 0, 0, 0, 0]]])  # IoU0 = 4/8, IoU1 = 0 (TP = 0)
+    scores = {}
+    for rule in ("ignore", "present"):
+        for name, pred in (("a", a), ("b", b)):
+            meter = get_task("segment_semantic", "nyuv2", miou_absent=rule).new_meter()
+            meter.update(onehot_logits(pred.tolist(), 2), {"segment_semantic": gt})
+            scores[rule, name] = meter.compute()["miou"]
+    assert scores["ignore", "a"] == pytest.approx((3 / 7 + 1 / 5) / 2 * 100)
+    assert scores["ignore", "b"] == pytest.approx(4 / 8 * 100)
+    assert scores["present", "b"] == pytest.approx((4 / 8 + 0) / 2 * 100)
+    assert scores["ignore", "b"] > scores["ignore", "a"] and scores["present", "a"] > scores["present", "b"]

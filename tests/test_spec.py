@@ -114,14 +114,16 @@ def test_dry_run_prints_the_plan(tmp_path, capsys):
 
 
 def test_plan_expands_grid_and_search():
-    data = _set(TINY, "methods.imp", {"search": "default", "samples": 3, "prune_fraction_per_round": 0.3})
+    space = {"prune_fraction_per_round": {"type": "uniform", "low": 0.1, "high": 0.5},
+             "round_iterations": {"type": "choice", "values": [1, 2]}}
+    data = _set(TINY, "methods.imp", {"search": space, "samples": 3, "prune_fraction_per_round": 0.3})
     data["seeds"] = [0, 1]
     plan = build_plan(parse_spec(data))
     assert [r.id for r in plan.references] == ["dense-resnet34-seed0", "dense-resnet34-seed1"]
     assert len(plan.groups) == 2 * 2 * 2
     imp = [g for g in plan.groups if g.method == "imp"]
     # a parameter fixed in the spec is not searched
-    assert all(set(g.space) == {"end_fraction"} and g.samples == 3 for g in imp)
+    assert all(set(g.space) == {"round_iterations"} and g.samples == 3 for g in imp)
     assert all(g.base["method_params"]["prune_fraction_per_round"] == 0.3 for g in imp)
     assert plan.n_trials == 2 + 2 * 2 * 1 + 2 * 2 * 3
     # run identity of references is stable across plans
@@ -164,3 +166,31 @@ def test_objective_penalises_sparsity_shortfall():
     ctx.mode = "min"
     assert objective(flat, 0.9, ctx) > 2.0
     assert objective({"sparsity/overall": 0.9}, 0.9, ctx) is None
+
+
+def test_ablation_example_rows_differ_and_equivalent_variants_warn(tmp_path, capsys):
+    from pathlib import Path
+
+    from orchestrator.spec import load_spec
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "ablation_nyuv2.yaml"
+    assert build_plan(load_spec(example)).warnings == []  # every Table 5 row is a different configuration
+    data = copy.deepcopy(TINY)
+    data["methods"] = {
+        "dense": {},
+        "adapmtl": {},
+        "adapmtl@no_lambda": {"label": "w/o λ", "use_lambda": False},
+        # the earlier default units: factor lam = 1 on every architecture, i.e. exactly "w/o λ"
+        "adapmtl@normalized": {"lam_units": "normalized", "lam": 1.0},
+        # inert under equal weighting: the window and λ do nothing, so these two are the same run
+        "adapmtl@eq": {"weighting": "equal"},
+        "adapmtl@eq_window": {"weighting": "equal", "window": 7, "lam": 3.0},
+    }
+    plan = build_plan(parse_spec(data))
+    assert len(plan.warnings) == 2
+    assert "adapmtl@normalized and methods.adapmtl@no_lambda" in plan.warnings[0]
+    assert "adapmtl@eq_window and methods.adapmtl@eq" in plan.warnings[1]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    assert main(["run", str(spec), "--dry-run", "--workdir", str(tmp_path / "wd")]) == 0
+    assert capsys.readouterr().out.count("warning: methods.adapmtl@") == 2

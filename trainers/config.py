@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from trainers.conventions import MetricConventions, MetricsConfig
+from trainers.conventions import resolve as resolve_conventions
 from trainers.methods import METHOD_REGISTRY, method_class, validate_params
 
 #: Per-dataset training defaults (supplement Table 1 and §B; synthetic scenes are CPU-sized).
@@ -105,12 +107,20 @@ class TrainConfig(_Strict):
     max_eval_batches: int | None = Field(default=None, gt=0)
 
 
+#: Bumped when a default changes what a run *means* (so an old run with the same non-default values must not
+#: be taken for a new one). 2: metric conventions in the identity; AdapMTL λ = 5 (Eq. 6 as written); DiSparse
+#: keeps pruned values, scores the training batch, per-dataset official defaults; IMP iterative; SNIP biases;
+#: NYUv2 normals on the official raw encoding.
+IDENTITY_VERSION = 2
+
+
 class RunConfig(_Strict):
     """A whole run. ``train`` fields left unset take the dataset's defaults."""
 
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     method: str = "dense"
     method_params: dict[str, Any] = Field(default_factory=dict)
     target_sparsity: float | None = None
@@ -140,7 +150,12 @@ class RunConfig(_Strict):
             raise ValueError(f"target_sparsity must be in (0, 1), got {self.target_sparsity}")
         if needs_target and self.target_sparsity is None:
             raise ValueError(f"method {self.method!r} needs a target_sparsity in (0, 1)")
+        self.conventions()  # contradictions (metrics.normals vs dataset.options.normals) fail here
         return self
+
+    def conventions(self) -> MetricConventions:
+        """The resolved metric conventions of this run (``trainers.conventions``)."""
+        return resolve_conventions(self.data.name, self.metrics, self.data.options)
 
     # -- identity and flattening -------------------------------------------------------------------
     def flat(self) -> dict[str, Any]:
@@ -158,6 +173,7 @@ class RunConfig(_Strict):
         params = dumped.pop("method_params")
         walk("", dumped)
         walk("method", {**params}) if params else None
+        walk("conventions", self.conventions().model_dump(mode="json"))
         out["method"] = self.method
         return out
 
@@ -166,17 +182,23 @@ class RunConfig(_Strict):
         dumped = self.model_dump(mode="json")
         dumped["method_params"] = validate_params(self.method, self.method_params).model_dump(mode="json")
         dumped["data"]["tasks"] = self.data.task_list()
+        dumped["conventions"] = self.conventions().model_dump(mode="json")
         return dumped
 
     def run_key(self) -> str:
         """Run identity: hash of what differs from the defaults (OpenLTH ``desc``). No timestamps, no paths.
 
         Only non-default values enter the hash, so adding a new parameter *with a default* keeps every old
-        key (old results are not orphaned); tests pin literal keys to catch accidental changes.
+        key (old results are not orphaned); tests pin literal keys to catch accidental changes. Two things
+        always enter: the resolved metric conventions (a run evaluated otherwise is another run, whatever
+        spelled it) and ``IDENTITY_VERSION`` (bumped when a default changes a run's meaning).
         """
         dumped = self.model_dump(mode="json", exclude_defaults=True)
+        dumped.pop("metrics", None)
         params = validate_params(self.method, self.method_params).model_dump(mode="json", exclude_defaults=True)
         dumped["method"] = self.method
         dumped["method_params"] = params
+        dumped["conventions"] = self.conventions().knobs()
+        dumped["identity"] = IDENTITY_VERSION
         payload = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]

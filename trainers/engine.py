@@ -22,6 +22,7 @@ from torch import nn
 
 from results import schema as keys
 from trainers import checkpoint as ckpt
+from trainers.compute import ComputeLedger
 from trainers.config import RunConfig
 from trainers.data import DATASETS, build_dataset
 from trainers.loader import BatchStream, eval_loader, to_device
@@ -51,6 +52,7 @@ class RunResult:
     flops: dict[str, int] = field(default_factory=dict)
     seconds_per_step: float = float("nan")
     method_state: dict[str, float] = field(default_factory=dict)
+    compute: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -90,12 +92,17 @@ def build_run(config: RunConfig, device: torch.device) -> _Setup:
     """Datasets, tasks and the model of a run (deterministic in ``config.seed``)."""
     info = DATASETS[config.data.name]
     task_names = config.data.task_list()
+    conventions = config.conventions()
+    options = dict(config.data.options)
+    if conventions.normals in ("official_raw", "decoded"):  # the encoding is a convention (NYUv2)
+        options["normals"] = conventions.normals
     common = dict(tasks=task_names, root=config.data.root, resolution=config.data.resolution,
-                  seed=config.data.seed, **config.data.options)
+                  seed=config.data.seed, **options)
     train_set = build_dataset(config.data.name, "train", augment=True, **common)
     val_set = build_dataset(config.data.name, "val", augment=False, **common)
     test_set = build_dataset(config.data.name, "test", augment=False, **common)
-    tasks = {t: get_task(t, config.data.name, **_task_options(train_set, t)) for t in task_names}
+    tasks = {t: get_task(t, config.data.name, **conventions.task_options(), **_task_options(train_set, t))
+             for t in task_names}
     torch.manual_seed(config.seed)  # the model's initialization depends on the seed alone
     model = build_model(config.model.arch, {t: info.task_channels[t] for t in task_names},
                         width=config.model.width, head_channels=config.model.head_channels,
@@ -157,7 +164,9 @@ def _delta_t(metrics: dict, reference: dict | None, tasks: Mapping[str, Task]) -
     from results.scores import delta_t
 
     directions = {t: dict(task.metric_directions) for t, task in tasks.items()}
-    return delta_t(metrics, reference, directions)
+    # ΔT is over the task's own metrics only (not auxiliary ones such as ``miou_standard``)
+    scored = {t: {m: v for m, v in metrics[t].items() if m in directions[t]} for t in metrics}
+    return delta_t(scored, reference, directions)
 
 
 def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path | str,
@@ -211,6 +220,7 @@ def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path 
         opt = make_optimizer(model.parameters())
         sched = make_scheduler(opt)
         model.train()
+        compute.add_steps(iterations, setup=True)
         for i in range(iterations):
             batch = setup_stream()
             with autocast():
@@ -226,11 +236,12 @@ def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path 
                 after_step(i)
 
     method: PruningMethod = build_method(config.method, config.method_params)
+    compute = ComputeLedger(batch_size=tc.batch_size, world_size=world)
     ctx = MethodContext(
         model=model, tasks=list(tasks), device=device, target_sparsity=config.target_sparsity,
         total_iterations=tc.iterations, next_batch=setup_stream, task_losses=task_losses,
         make_optimizer=make_optimizer, make_scheduler=make_scheduler, train_phase=train_phase, workdir=paths.root, seed=config.seed,
-        dense_checkpoint=dense_checkpoint,
+        dense_checkpoint=dense_checkpoint, dataset=config.data.name, compute=compute,
     )
     if state is not None:
         ctx.extras["resuming"] = True
@@ -246,11 +257,13 @@ def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path 
         scheduler.load_state_dict(state["scheduler"])
         method.load_state_dict(state["method"])
         ckpt.set_rng_state(state["rng"])
+        compute.load_state_dict(state.get("compute", {}))
         start = int(state["step"])
     else:
         out.log_params(config.flat())
         out.set_tags({keys.TAG_TASKS: ",".join(tasks), keys.TAG_DIRECTIONS: keys.directions_to_tag(
-            {t: dict(task.metric_directions) for t, task in tasks.items()})})
+            {t: dict(task.metric_directions) for t, task in tasks.items()}),
+            keys.TAG_CONVENTIONS: config.conventions().tag()})
         out.log_json(config.resolved(), "config.json")
 
     train_model: nn.Module = model
@@ -279,6 +292,7 @@ def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path 
     try:
         for step in range(start, end):
             batch = stream()
+            method.before_forward(step, batch)
             with autocast():
                 outputs = train_model(batch["image"])
             losses = task_losses(outputs, batch)
@@ -290,6 +304,7 @@ def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path 
             optimizer.step()
             scheduler.step()
             method.after_optimizer_step(step)
+            compute.add_steps()
 
             with torch.no_grad():
                 stacked = torch.stack([losses[t].detach() for t in tasks])
@@ -339,7 +354,7 @@ def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path 
                     ckpt.save_atomic({
                         "run_key": config.run_key(), "step": done, "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "method": method.state_dict(), "rng": ckpt.rng_state(),
+                        "method": method.state_dict(), "rng": ckpt.rng_state(), "compute": compute.state_dict(),
                     }, paths.checkpoint)
                 t_window = time.perf_counter()
     except NonFiniteLossError as exc:
@@ -378,6 +393,8 @@ def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path 
     if config.target_sparsity is not None:
         final["final/target_sparsity"] = config.target_sparsity
     final["final/seconds_per_step"] = result.seconds_per_step
+    result.compute = compute.metrics()
+    final.update(result.compute)
     out.log_metrics(final, end)
 
     if rank == 0:

@@ -142,6 +142,9 @@ class Meter(ABC):
     """
 
     keys: tuple[str, ...] = ()
+    #: extra keys reported beside ``keys`` (e.g. the standard mIoU under the official convention); they are
+    #: logged but never enter ΔT or the task's metric directions
+    aux_keys: tuple[str, ...] = ()
 
     def __init__(self, task: str, *, pred_resize: ResizeMode = "nearest") -> None:
         self.task = task
@@ -165,8 +168,9 @@ class Meter(ABC):
         with torch.no_grad():
             values = self._compute(self._state)
             dt = _acc_dtype(next(iter(self._state.values())).device)
-            host = torch.stack([values[k].to(dt) for k in self.keys]).cpu().tolist()
-        return {k: float(v) for k, v in zip(self.keys, host)}
+            names = (*self.keys, *self.aux_keys)
+            host = torch.stack([values[k].to(dt) for k in names]).cpu().tolist()
+        return {k: float(v) for k, v in zip(names, host)}
 
     def reset(self) -> None:
         """Forget everything accumulated (the next update re-allocates on the prediction's device)."""
@@ -267,7 +271,8 @@ class SegmentationMeter(Meter):
 
     If no class qualifies the result is 0 (the official code would give NaN). ``pixel_acc`` is the official
     per-batch accuracy over valid pixels, batch-weighted (``average="batch"``), or pooled over all valid
-    pixels (``average="pooled"``).
+    pixels (``average="pooled"``). Under any rule but ``"present"`` the standard mIoU is reported beside it as
+    the auxiliary key ``miou_standard``, so every run carries the comparable number.
     """
 
     keys = ("miou", "pixel_acc")
@@ -285,6 +290,7 @@ class SegmentationMeter(Meter):
         self.num_classes = num_classes
         self.miou_absent: MiouAbsent = miou_absent
         self.average: Average = average
+        self.aux_keys = () if miou_absent == "present" else ("miou_standard",)
 
     def _init_state(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
         c = _check_classes(pred, self.num_classes, self.task)
@@ -305,28 +311,38 @@ class SegmentationMeter(Meter):
     def _compute(self, s: dict[str, Tensor]) -> dict[str, Tensor]:
         c = math.isqrt(s["conf"].numel())
         conf = s["conf"].view(c, c).to(s["n"].dtype)
-        tp = conf.diagonal()
-        union = conf.sum(dim=1) + conf.sum(dim=0) - tp
-        iou = tp / union.clamp(min=1)
-        if self.miou_absent == "ignore":
-            keep = tp > 0
-        elif self.miou_absent == "present":
-            keep = union > 0
-        else:
-            keep = torch.ones_like(tp, dtype=torch.bool)
-        keep_f = keep.to(iou.dtype)
-        miou = (iou * keep_f).sum() / keep_f.sum().clamp(min=1)
-        return {"miou": miou * 100, "pixel_acc": _WeightedMean.mean(s, "correct", self.average) * 100}
+        out = {"miou": _miou(conf, self.miou_absent) * 100,
+               "pixel_acc": _WeightedMean.mean(s, "correct", self.average) * 100}
+        if self.aux_keys:
+            out["miou_standard"] = _miou(conf, "present") * 100
+        return out
+
+
+def _miou(conf: Tensor, absent: MiouAbsent) -> Tensor:
+    """Mean IoU of a [C, C] confusion matrix (rows gt, columns prediction) under an absent-class rule."""
+    tp = conf.diagonal()
+    union = conf.sum(dim=1) + conf.sum(dim=0) - tp
+    iou = tp / union.clamp(min=1)
+    if absent == "ignore":
+        keep = tp > 0
+    elif absent == "present":
+        keep = union > 0
+    else:
+        keep = torch.ones_like(tp, dtype=torch.bool)
+    keep_f = keep.to(iou.dtype)
+    return (iou * keep_f).sum() / keep_f.sum().clamp(min=1)
 
 
 class SegmentationCEMeter(Meter):
     """Taskonomy segmentation ``err``: class-weighted cross-entropy on pixels with ``gt < C``.
 
     Per batch the weighted mean ``Σ w_y·nll / Σ w_y`` (PyTorch's weighted CE reduction), batch-weighted
-    over the split (official); ``average="pooled"`` pools numerator and denominator instead.
+    over the split (official); ``average="pooled"`` pools numerator and denominator instead. The standard
+    mIoU of the argmax is reported beside it (auxiliary ``miou_standard``, not part of ΔT).
     """
 
     keys = ("err",)
+    aux_keys = ("miou_standard",)
 
     def __init__(
         self,
@@ -348,6 +364,7 @@ class SegmentationCEMeter(Meter):
         if self.class_weights is not None and len(self.class_weights) != c:
             raise ValueError(f"{self.task}: {len(self.class_weights)} class weights for {c} classes")
         s = _WeightedMean.zeros(["err"], pred.device)
+        s["conf"] = torch.zeros(c * c, dtype=torch.int64, device=pred.device)
         w = torch.ones(c) if self.class_weights is None else torch.tensor(self.class_weights)
         self._w = w.to(device=pred.device, dtype=torch.float32)
         return s
@@ -357,13 +374,16 @@ class SegmentationCEMeter(Meter):
         valid = _seg_valid(target, c, batch, self.task)
         gt = torch.where(valid, target, torch.zeros_like(target)).long()
         nll = F.cross_entropy(pred.float(), gt, reduction="none")
+        s["conf"].scatter_add_(0, (gt * c + pred.argmax(dim=1)).flatten(), valid.flatten().long())
         w = self._w[gt] * valid
         # _WeightedMean divides by a pixel count; here the per-batch denominator is Σ w, so feed Σ w as
         # the "count" (pooled mode then gives Σ w·nll / Σ w over the split, as wanted).
         _WeightedMean.add(s, target.shape[0], w.sum(), {"err": (w * nll).sum()})
 
     def _compute(self, s: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {"err": _WeightedMean.mean(s, "err", self.average)}
+        c = math.isqrt(s["conf"].numel())
+        conf = s["conf"].view(c, c).to(s["n"].dtype)
+        return {"err": _WeightedMean.mean(s, "err", self.average), "miou_standard": _miou(conf, "present") * 100}
 
 
 def _check_classes(pred: Tensor, num_classes: int | None, task: str) -> int:

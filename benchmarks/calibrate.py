@@ -72,7 +72,8 @@ def _config(args: argparse.Namespace, method: str, seed: int, sparsity: float | 
              "weight_decay": args.weight_decay, "val_every": args.iterations, "log_every": args.iterations,
              "checkpoint_every": args.iterations}
     return {"data": {"name": "synthetic_scenes", "resolution": args.resolution, "tasks": args.tasks,
-                     "options": {"n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test}},
+                     "options": {"n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
+                                 **({"class_set": args.class_set} if args.class_set != "full" else {})}},
             "model": {"arch": "resnet34", "width": args.width}, "train": train, "method": method,
             "method_params": params, "target_sparsity": sparsity, "seed": seed}
 
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-val", type=int, default=64)
     p.add_argument("--n-test", type=int, default=256)
     p.add_argument("--tasks", nargs="+", default=["segment_semantic", "normal", "depth_zbuffer"])
+    p.add_argument("--class-set", default="full", choices=("full", "coarse"))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=["dense"])
     p.add_argument("--sparsities", nargs="+", type=float, default=[0.5, 0.95])
@@ -135,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpts = {seed: j["keep_checkpoint"] for seed, j in zip(args.seeds, dense_jobs)}
 
     print(f"\nregime: {args.resolution}² width {args.width} {args.iterations} it batch {args.batch_size} "
+          f"classes {args.class_set} "
           f"lr {args.lr} wd {args.weight_decay} n_train {args.n_train} n_test {args.n_test}; "
           f"dense {statistics.mean(d['seconds'] for d in dense):.0f} s/run")
     worst = 0.0

@@ -42,8 +42,13 @@ def add_subcommands(subparsers: Any) -> None:
     _common(t)
     t.add_argument("--kind", choices=TABLE_KINDS, default="comparison")
     t.add_argument("--format", choices=FORMATS, default="markdown")
-    t.add_argument("--no-ci", dest="ci", action="store_false",
-                   help="leave out the 95%% CI column of the overall ΔT (shown when rows have ≥ 2 seeds)")
+    t.add_argument("--ci", dest="ci", action="store_true", default=None,
+                   help="add the 95%% CI column of the overall ΔT (default: on except for LaTeX)")
+    t.add_argument("--no-ci", dest="ci", action="store_false", help="leave out the 95%% CI column")
+    t.add_argument("--std", choices=("stacked", "inline", "none", "separate"), default="stacked",
+                   help="LaTeX: seed std under the mean (default), after it, omitted, or as a second table")
+    t.add_argument("--split-tasks", action="store_true",
+                   help="comparison: one table per task (each with sparsity and overall ΔT), for print")
     t.add_argument("--method", action="append", default=None,
                    help="cost: methods to list (repeatable; default all); ablation: the method (default adapmtl)")
     t.set_defaults(func=cmd_table)
@@ -85,12 +90,18 @@ def cmd_table(args: argparse.Namespace) -> int:
             opts["methods"] = args.method
         elif args.kind == "ablation" and args.method:
             opts["method"] = args.method[0]
-        table = tables.build(args.kind, df, **opts)
+        if args.split_tasks:
+            if args.kind != "comparison":
+                raise ValueError("--split-tasks applies to --kind comparison")
+            table = tables.split_by_task(df, **{k: v for k, v in opts.items() if v is not None})
+        else:
+            table = tables.build(args.kind, df, **opts)
         if args.out:
-            for path in render.write(table, args.format, args.out, ci=args.ci):
+            for path in render.write(table, args.format, args.out, ci=args.ci, std=args.std):
                 print(f"wrote {path}", file=sys.stderr)
         else:
-            sys.stdout.write(render.render(table, args.format, ci=args.ci))
+            for t in table if isinstance(table, list) else [table]:
+                sys.stdout.write(render.render(t, args.format, ci=args.ci, std=args.std))
         return 0
     except (ValueError, KeyError, OSError) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)

@@ -66,7 +66,7 @@ TASK_LABELS: dict[str, tuple[str, str]] = {  # name → (long, short head label)
     "edge_texture": ("Edges", "E.T."),
 }
 METRIC_LABELS: dict[str, str] = {
-    "miou": "mIoU", "pixel_acc": "Pixel Acc", "angle_mean": "Mean", "angle_median": "Median",
+    "miou": "mIoU", "pixel_acc": "Acc.", "angle_mean": "Mean", "angle_median": "Med.",
     "within_11.25": "11.25°", "within_22.5": "22.5°", "within_30": "30°", "within_45": "45°",
     "abs_err": "Abs.", "rel_err": "Rel.", "delta_1": "1.25", "delta_2": "1.25²", "delta_3": "1.25³",
     "cosine_similarity": "Cos. sim.", "err": "Err.", "key_err": "Err.", "edge_err": "Err.", "rmse": "RMSE",
@@ -336,7 +336,7 @@ def _row_label(method: str, variant: Any, is_reference: bool) -> str:
     label = method_info(method)["display"]
     if isinstance(variant, str) and variant:
         label = f"{label} {variant}"
-    return f"{label} (baseline)" if is_reference else label
+    return label  # the dense reference row is "Dense Model", as in the paper (it is never ranked)
 
 
 def _cite(table: Table, label: Any, method: str) -> None:
@@ -381,34 +381,44 @@ def _method_rows(runs: pd.DataFrame) -> list[tuple[str, Any]]:
 
 # -- comparison (Tables 1–2) ----------------------------------------------------------------------------
 def comparison(df: pd.DataFrame, *, dataset: str | None = None, arch: str | None = None,
-               sparsity: float | None = None, convention: str = "paper", average_seeds: bool = False) -> Table:
-    """Tables 1–2: per task its metrics (↑/↓) and ΔT_t, the sparsity of backbone and heads, then ΔT."""
+               sparsity: float | None = None, convention: str = "paper", average_seeds: bool = False,
+               task: str | None = None) -> Table:
+    """Tables 1–2: per task its metrics (↑/↓) and ΔT_t, the sparsity of backbone and heads, then ΔT.
+
+    ``task`` keeps one task's metric group (a comparison split by task, for print: see ``split_by_task``);
+    the sparsity columns and the overall ΔT stay."""
     runs, dataset, arch = _select(df, dataset, arch)
     runs, target = _at_sparsity(runs, sparsity)
     scored = pick_trials(score_runs(runs, convention, average_seeds), [S.TAG_METHOD, S.TAG_VARIANT])
-    tasks = _tasks_of(scored)
+    all_tasks = _tasks_of(scored)
+    if task is not None and task not in all_tasks:
+        raise ValueError(f"no task {task!r} in these runs (have: {', '.join(all_tasks)})")
+    tasks = all_tasks
     sample = scored.iloc[0]
     columns: list[tuple[str, str]] = []
     sources: list[str] = []
     better: dict[Any, str | None] = {}
     decimals: dict[Any, int] = {}
     signed: set[Any] = set()
-    for i, task in enumerate(tasks, 1):
-        metrics = [(c, m) for c, t, m in _test_columns(scored) if t == task and scored[c].notna().any()]
+    for i, t_name in enumerate(tasks, 1):
+        if task is not None and t_name != task:
+            continue
+        metrics = [(c, m) for c, t, m in _test_columns(scored) if t == t_name and scored[c].notna().any()]
         metrics.sort(key=lambda cm: (list(METRIC_LABELS).index(cm[1]) if cm[1] in METRIC_LABELS else 99, cm[1]))
-        dirs = _row_directions(sample, {task: [m for _, m in metrics]})[task]
-        group = task_label(task, i)
+        dirs = _row_directions(sample, {t_name: [m for _, m in metrics]})[t_name]
+        group = task_label(t_name, i)
         for c, m in metrics:
             key = (group, metric_label(m, dirs[m]))
             columns.append(key)
             sources.append(c)
             better[key] = dirs[m]
+            decimals[key] = metric_decimals(scored[c])
         key = (group, f"ΔT{i} {UP}")
         columns.append(key)
-        sources.append(DT_PREFIX + task)
+        sources.append(DT_PREFIX + t_name)
         better[key] = S.DIRECTION_HIGHER
     spars_group = "Sparsity %"
-    comps = [(S.BACKBONE, "Backbone")] + [(S.head(t), f"{TASK_LABELS.get(t, (t, t))[1]} head") for t in tasks]
+    comps = [(S.BACKBONE, "BB")] + [(S.head(t), TASK_LABELS.get(t, (t, t))[1]) for t in tasks]
     achieved = metric_col(S.final_sparsity(S.OVERALL))
     show_overall = target is not None and achieved in scored and (
         (scored.loc[scored[S.TAG_ROLE] == S.ROLE_TRIAL, achieved] - target).abs() > SPARSITY_TOLERANCE).any()
@@ -424,7 +434,7 @@ def comparison(df: pd.DataFrame, *, dataset: str | None = None, arch: str | None
     sources.append(DT_PREFIX + S.OVERALL)
     better[("", f"ΔT {UP}")] = S.DIRECTION_HIGHER
     for key in columns:
-        decimals[key] = 2
+        decimals.setdefault(key, 2)
     values = scored[sources].copy()
     for c in sources:  # sparsity in percent, the reference shows "–" as in the paper
         if c.startswith(METRIC_COL + S.FINAL_SPARSITY_PREFIX):
@@ -434,10 +444,33 @@ def comparison(df: pd.DataFrame, *, dataset: str | None = None, arch: str | None
     table = _assemble("comparison", values, columns, sources, better, decimals, signed, convention, scored,
                       target)
     pct = "" if target is None else f" at {target * 100:g}\\% target overall sparsity"
+    heads = ", ".join(f"{TASK_LABELS.get(t, (t, t))[1]} {task_label(t).lower()}" for t in tasks
+                      if task is None or t == task)
     table.caption = _caption(table, f"Comparison with pruning methods on {_latex_name(dataset)} "
-                             f"({_latex_name(arch)}){pct}.", df, scored, "Sparsity: achieved, per component.")
-    table.label = f"tab:comparison-{dataset}-{arch}"
+                             f"({_latex_name(arch)}){pct}.", df, scored,
+                             f"Sparsity \\%: achieved, of the backbone (BB) and each head ({heads}). "
+                             "Acc.: pixel accuracy; Med.: median angle.")
+    table.label = f"tab:comparison-{dataset}-{arch}" + (f"-{task}" if task else "")
     return table
+
+
+def split_by_task(df: pd.DataFrame, **opts: Any) -> list[Table]:
+    """The comparison as one table per task (each with the sparsity columns and the overall ΔT): the
+    paper's Table 1 layout at a readable size in a two-column page."""
+    runs, dataset, arch = _select(df, opts.get("dataset"), opts.get("arch"))
+    scored = score_runs(runs, opts.get("convention", "paper"), opts.get("average_seeds", False))
+    return [comparison(df, **{**opts, "task": t}) for t in _tasks_of(scored)]
+
+
+def metric_decimals(values: pd.Series) -> int:
+    """Decimals that keep three significant digits of a metric column (at least 2): Taskonomy's errors
+    (0.0222, 0.0246) stay distinguishable, percentages print as the paper's (57.91)."""
+    finite = values.dropna().abs()
+    finite = finite[finite > 0]
+    if finite.empty:
+        return 2
+    magnitude = math.floor(math.log10(float(finite.median())))
+    return int(min(6, max(2, 2 - magnitude)))
 
 
 def _latex_name(s: str) -> str:

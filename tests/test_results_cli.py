@@ -8,12 +8,18 @@ import subprocess
 import pytest
 
 from results import cli
+from results import schema as S
 from tests.results_fixtures import SWEEP, sweep_store
 
 
 @pytest.fixture(scope="module")
-def uri(tmp_path_factory):
-    return sweep_store(tmp_path_factory.mktemp("results_store"))["uri"]
+def store(tmp_path_factory):
+    return sweep_store(tmp_path_factory.mktemp("results_store"))
+
+
+@pytest.fixture(scope="module")
+def uri(store):
+    return store["uri"]
 
 
 def test_table_latex_to_file(uri, tmp_path, capsys):
@@ -54,3 +60,27 @@ def test_errors_are_one_line_exit_2(uri, tmp_path, capsys):
     assert cli.main(["table", SWEEP, "--tracking-uri", f"sqlite:///{tmp_path}/none.db"]) == 2
     assert "no MLflow store" in capsys.readouterr().err
     assert cli.main(["table", SWEEP, "--tracking-uri", uri, "--arch", "vgg"]) == 2
+
+
+def test_allocation_plot_defaults_to_the_reported_trial(uri, store, tmp_path):
+    """The figure shows the run the tables report: the group's best=true trial (here the tag is set on the
+    run with the *lower* raw val ΔT, as the orchestrator does when the higher one missed its target)."""
+    from mlflow.tracking import MlflowClient
+
+    from results import collect as C
+    from results.tables import pick_trials
+
+    client = MlflowClient(uri)
+    worse = store["ids"]["adap_A0_worse"]
+    client.set_tag(worse, "best", "true")
+    try:
+        df = C.collect(SWEEP, tracking_uri=uri, use_cache=False)
+        assert cli.best_run(df, "adapmtl", None, "resnet34", 0.9) == worse
+        runs = df[(df[S.TAG_METHOD] == "adapmtl") & (df[S.TAG_SEED].astype(float) == 0)
+                  & (df[S.TAG_TARGET_SPARSITY].astype(float) == 0.9) & (df[S.TAG_VARIANT].isna())]
+        assert pick_trials(runs, [S.TAG_METHOD, S.TAG_VARIANT])["run_id"].tolist() == [worse]
+        assert cli.best_run(df, "adapmtl", None, "resnet34", 0.9, seed=1) == store["ids"]["adap_A1"]
+        row = df[df["run_id"] == worse].iloc[0]
+        assert cli.run_title(row) == "AdapMTL, 90% target sparsity, seed 0"
+    finally:
+        client.set_tag(worse, "best", "false")

@@ -69,3 +69,45 @@ def test_latex_compiles_and_page_is_not_blank(table, tmp_path):
     img = mpimg.imread(png)
     gray = img[..., :3].mean(axis=2)
     assert (gray < 0.5).mean() > 0.002  # some dark (text) pixels
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_three_seed_comparison_prints_at_readable_size_in_two_columns(tmp_path):
+    """The default comparison table with 3 seeds, in a two-column article's table*, is scaled by ≥ 0.6
+    (measured by LaTeX itself: the natural width of the tabular against \\linewidth)."""
+    from mlflow.tracking import MlflowClient
+
+    from results import tables as T
+    from tests.results_fixtures import TABLE1, TABLE1_SPARSITY, log_run, scaled
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("test-sweep")
+    for seed, f in enumerate((1.0, 1.01, 0.99)):
+        log_run(client, exp, method="dense", arch="resnet34", seed=seed, target=None,
+                values=scaled(TABLE1["dense"], f), sparsity=[0, 0, 0, 0])
+        for m in ("snip", "lth", "adapmtl"):
+            log_run(client, exp, method=m, arch="resnet34", seed=seed, target=0.9, values=scaled(TABLE1[m], f),
+                    sparsity=TABLE1_SPARSITY[m], val_dt=0.0)
+    table = T.comparison(C.collect("test-sweep", tracking_uri=uri, use_cache=False), sparsity=0.9)
+    assert int(table.n.min()) == 3
+    measure = (r"\newsavebox\tbox\let\origresizebox\resizebox"
+               r"\renewcommand{\resizebox}[3]{\sbox\tbox{#3}\typeout{TABLEWIDTH=\the\wd\tbox;"
+               r"LINEWIDTH=\the\linewidth}\origresizebox{#1}{#2}{\usebox\tbox}}")
+    doc = (f"\\documentclass[twocolumn]{{article}}\n{R.PREAMBLE}\n{measure}\n\\begin{{document}}\n"
+           f"{R.to_latex(table)}\n\\end{{document}}\n")
+    (tmp_path / "doc.tex").write_text(doc, encoding="utf-8")
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    import re
+
+    found = re.search(r"TABLEWIDTH=([\d.]+)pt;LINEWIDTH=([\d.]+)pt", proc.stdout)
+    assert found, proc.stdout[-1000:]
+    width, line = float(found.group(1)), float(found.group(2))
+    scale = min(1.0, line / width)
+    print(f"comparison, 3 seeds: {width:.0f}pt natural on a {line:.0f}pt line, scale {scale:.2f}")
+    assert scale >= 0.6, f"natural width {width:.0f}pt on a {line:.0f}pt line: scale {scale:.2f}"
+    # the inline ± placement is the wide one this default replaces
+    inline = R.to_latex(table, std="inline")
+    assert "\\shortstack" in R.to_latex(table) and "\\shortstack" not in inline

@@ -31,21 +31,21 @@ def dt(values, ref, convention="paper"):
 def test_comparison_layout_rows_and_paper_check(df):
     t = T.comparison(df, arch="resnet34")  # default sparsity: the one most methods cover (90 %)
     labels = list(t.values.index)
-    assert labels[0].endswith("(baseline)")
+    assert labels[0] == "Dense Model"
     assert [lab.split(" (")[0] for lab in labels[1:]] == ["SNIP", "LTH", "AdapMTL w/o adaptive thresholds",
                                                          "AdapMTL"]
     groups = list(dict.fromkeys(t.values.columns.get_level_values(0)))
     assert groups == ["T1: Semantic Seg.", "T2: Surface Normal", "T3: Depth", "Sparsity %", ""]
     assert ("T1: Semantic Seg.", "mIoU ↑") in t.values.columns
     assert ("T2: Surface Normal", "Mean ↓") in t.values.columns
-    assert list(t.values["Sparsity %"].columns) == ["Backbone", "S.S. head", "S.N. head", "D.E. head"]
+    assert list(t.values["Sparsity %"].columns) == ["BB", "S.S.", "S.N.", "D.E."]
     lth = t.values.loc["LTH"]
     # LTH has one seed (seed 0): its ΔT is the paper's Table 1 computation against the seed-0 reference
     exp = dt(TABLE1["lth"], TABLE1["dense"])
     assert lth[("T1: Semantic Seg.", "ΔT1 ↑")] == pytest.approx(exp["segment_semantic"])
     assert lth[("", "ΔT ↑")] == pytest.approx(exp["overall"])
     assert lth[("T1: Semantic Seg.", "ΔT1 ↑")] == pytest.approx(-0.35, abs=0.01)  # printed in Table 1
-    assert lth[("Sparsity %", "Backbone")] == pytest.approx(78.32)
+    assert lth[("Sparsity %", "BB")] == pytest.approx(78.32)
     assert t.n["LTH"] == 1 and t.n["SNIP"] == 2
     assert "sum over the task's metrics" in t.caption and "90\\%" in t.caption
 
@@ -62,7 +62,7 @@ def test_seed_mean_std_against_same_seed_reference(df):
     # dense row: mean of the two references' metrics, ΔT exactly 0, no sparsity
     dense = t.values.iloc[0]
     assert dense[("T1: Semantic Seg.", "mIoU ↑")] == pytest.approx((25.54 + 26.00) / 2)
-    assert dense[("", "ΔT ↑")] == 0.0 and np.isnan(dense[("Sparsity %", "Backbone")])
+    assert dense[("", "ΔT ↑")] == 0.0 and np.isnan(dense[("Sparsity %", "BB")])
 
 
 def test_trial_is_chosen_by_validation_not_test(df):
@@ -77,7 +77,7 @@ def test_marks_direction_and_skip_baseline(df):
     t = T.comparison(df, arch="resnet34", sparsity=0.9)
     marks = t.marks
     assert not (marks.iloc[0] != "").any()  # the dense reference never competes
-    assert not (marks[("Sparsity %", "Backbone")] != "").any()
+    assert not (marks[("Sparsity %", "BB")] != "").any()
     # the leader of a lower-is-better column is the row with the smallest mean; with 2 seeds for AdapMTL and
     # SNIP but 1 for LTH nothing can be separated from it, so it is marked tied, not bold
     mean_col = ("T2: Surface Normal", "Mean ↓")
@@ -121,7 +121,7 @@ def test_tasks_table(df):
 def test_cost_table(df):
     t = T.cost(df, methods=["adapmtl"])
     idx = list(t.values.index)
-    assert idx[0] == ("DeepLab-ResNet34", "Dense Model (baseline)") or idx[0][1].endswith("(baseline)")
+    assert idx[0] == ("DeepLab-ResNet34", "Dense Model")
     assert list(t.values.columns) == ["Sparsity (%)", "Params (M)", "FLOPs (G)", "ΔT ↑"]
     resnet = t.values.loc["DeepLab-ResNet34"]
     assert list(resnet["Sparsity (%)"]) == pytest.approx([0.0, 50.0, 90.0, 90.0])  # dense, 50 %, 90 % (+ variant)

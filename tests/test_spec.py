@@ -194,3 +194,28 @@ def test_ablation_example_rows_differ_and_equivalent_variants_warn(tmp_path, cap
     spec.write_text(yaml.safe_dump(data))
     assert main(["run", str(spec), "--dry-run", "--workdir", str(tmp_path / "wd")]) == 0
     assert capsys.readouterr().out.count("warning: methods.adapmtl@") == 2
+
+
+def test_equal_budget_gives_every_searched_method_the_same_trial_count():
+    data = copy.deepcopy(TINY)
+    data["methods"] = {"dense": {}, "snip": {}, "imp": {}, "disparse": {},
+                       "adapmtl": {"search": "default", "samples": 16}, "lth": {}}
+    per_method = build_plan(parse_spec(data))
+    counts = {g.method: g.budget for g in per_method.groups}
+    assert counts["adapmtl"] == 16 and counts["snip"] == 1  # the paper-reproduction default: unequal
+    data["methods"]["adapmtl"] = {"search": "default"}
+    data["search"] = {"budget": "equal", "trials_per_group": 4}
+    equal = build_plan(parse_spec(data))
+    assert {g.budget for g in equal.groups} == {4}  # every method here has a search space
+    assert all(g.searched for g in equal.groups)
+    assert equal.n_trials == len(equal.references) + 4 * len(equal.groups)
+    data["search"] = {"budget": "equal", "trials_per_group": 1}
+    defaults = build_plan(parse_spec(data))
+    assert all(not g.searched and g.budget == 1 for g in defaults.groups)  # everyone with its defaults
+    data["search"] = {"budget": "equal"}
+    with pytest.raises(SpecError, match="trials_per_group"):
+        build_plan(parse_spec(data))
+    data["search"] = {"budget": "equal", "trials_per_group": 4}
+    data["methods"]["adapmtl"] = {"search": "default", "samples": 16}
+    with pytest.raises(SpecError, match="contradicts search.budget"):
+        build_plan(parse_spec(data))

@@ -203,3 +203,26 @@ def test_train_flip_negates_normal_x(tmp_path) -> None:
         assert torch.allclose(a["normal"][1:], b["normal"][1:].flip(-1))
         assert torch.allclose(a["image"], b["image"].flip(-1))
     assert seen == {"same", "flipped"}
+
+
+def test_coarse_class_set_merges_labels_and_sizes_the_head(tmp_path) -> None:
+    from trainers.data.synthetic_scenes import _COARSE_OF, COARSE_CLASSES
+
+    full = build_dataset("synthetic_scenes", "test", root=tmp_path, resolution=16, n=4)
+    coarse = build_dataset("synthetic_scenes", "test", root=tmp_path, resolution=16, n=4, class_set="coarse")
+    for i in range(4):
+        fine, merged = full[i]["segment_semantic"], coarse[i]["segment_semantic"]
+        assert torch.equal(merged, torch.from_numpy(_COARSE_OF)[fine])
+        assert int(merged.max()) < len(COARSE_CLASSES)
+    assert coarse.task_channels["segment_semantic"] == 6 and full.task_channels["segment_semantic"] == 13
+    with pytest.raises(ValueError, match="class_set"):
+        build_dataset("synthetic_scenes", "test", root=tmp_path, resolution=16, n=2, class_set="tiny")
+
+    from trainers.config import RunConfig
+    from trainers.engine import build_run
+
+    cfg = RunConfig(data={"resolution": 16, "tasks": ["segment_semantic"], "root": str(tmp_path),
+                          "options": {"n_train": 2, "n_val": 2, "n_test": 4, "class_set": "coarse"}},
+                    model={"width": 0.125})
+    run = build_run(cfg, torch.device("cpu"))
+    assert run.model(torch.zeros(1, 3, 16, 16))["segment_semantic"].shape[1] == 6

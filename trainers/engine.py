@@ -104,7 +104,8 @@ def build_run(config: RunConfig, device: torch.device) -> _Setup:
     tasks = {t: get_task(t, config.data.name, **conventions.task_options(), **_task_options(train_set, t))
              for t in task_names}
     torch.manual_seed(config.seed)  # the model's initialization depends on the seed alone
-    model = build_model(config.model.arch, {t: info.task_channels[t] for t in task_names},
+    channels = getattr(train_set, "task_channels", info.task_channels)  # a dataset option may change them
+    model = build_model(config.model.arch, {t: channels[t] for t in task_names},
                         width=config.model.width, head_channels=config.model.head_channels,
                         dropout=config.model.dropout).to(device)
     sample = val_set[0]["image"]

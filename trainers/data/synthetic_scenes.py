@@ -86,6 +86,13 @@ TASK_CHANNELS: dict[str, int] = {
     "keypoints2d": 1,
     "edge_texture": 1,
 }
+#: ``class_set="coarse"``: the 13 classes merged into 6 (floor, ceiling, wall, decal, furniture box, round
+#: object). Why: in short CPU runs the rare small classes (ball 1.4 % of pixels, crate 1.2 %, door 1.3 %)
+#: are learned by some seeds and not others, so a 13-class mIoU varies by ±4 points between seeds and
+#: measures that lottery rather than the model; merged, every class covers ≥ 5 % of the pixels.
+COARSE_CLASSES: tuple[str, ...] = ("floor", "ceiling", "wall", "decal", "furniture", "round object")
+_COARSE_OF = np.array([0, 1, 2, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5], dtype=np.int64)  # index: fine class id
+CLASS_SETS = ("full", "coarse")
 SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
 DEFAULT_SIZES = {"train": 2000, "val": 200, "test": 500}
 
@@ -813,6 +820,7 @@ class SyntheticScenes(Dataset):
         supersample: int = 2,
         noise_std: float = 0.02,
         image_norm: str = "center",
+        class_set: str = "full",
     ) -> None:
         if split not in SPLIT_STREAMS:
             raise ValueError(
@@ -820,6 +828,8 @@ class SyntheticScenes(Dataset):
             )
         if image_norm not in ("center", "imagenet"):
             raise ValueError(f"image_norm must be 'center' or 'imagenet', got {image_norm!r}")
+        if class_set not in CLASS_SETS:
+            raise ValueError(f"class_set must be one of {CLASS_SETS}, got {class_set!r}")
         self.tasks = tuple(TASK_CHANNELS) if tasks is None else tuple(tasks)
         for t in self.tasks:
             if t not in TASK_CHANNELS:
@@ -849,7 +859,10 @@ class SyntheticScenes(Dataset):
         self.intrinsics = self.arrays["intrinsics"]
         self.augment = (split == "train") if augment is None else bool(augment)
         self._flip = flip_only_transform(0.5, negate_normal_x=True) if self.augment else None
-        self.class_names = CLASSES
+        self.class_set = class_set
+        self.class_names = COARSE_CLASSES if class_set == "coarse" else CLASSES
+        #: output channels per task for this instance (the class set decides the segmentation head's)
+        self.task_channels = {**TASK_CHANNELS, "segment_semantic": len(self.class_names)}
 
     def __len__(self) -> int:
         return self.params.n
@@ -859,7 +872,10 @@ class SyntheticScenes(Dataset):
         image = torch.from_numpy(a["rgb"][i]).permute(2, 0, 1).float() / 255.0
         labels: dict[str, torch.Tensor] = {}
         if "segment_semantic" in self.tasks:
-            labels["segment_semantic"] = torch.from_numpy(a["seg"][i].astype(np.int64))[None]
+            seg = a["seg"][i].astype(np.int64)
+            if self.class_set == "coarse":
+                seg = _COARSE_OF[seg]
+            labels["segment_semantic"] = torch.from_numpy(seg)[None]
         if "normal" in self.tasks:
             n = torch.from_numpy(a["normal"][i].astype(np.float32)).permute(2, 0, 1)
             labels["normal"] = n / n.norm(dim=0, keepdim=True).clamp_min(1e-6)
@@ -897,9 +913,10 @@ def build(
     """Registry entry point; ``root`` is the cache directory.
 
     Options: ``n`` (this split's size) or ``n_train``/``n_val``/``n_test`` (defaults 2000/200/500),
-    ``supersample`` (1-4, default 2), ``noise_std`` (0.02), ``image_norm`` (``center`` | ``imagenet``).
+    ``supersample`` (1-4, default 2), ``noise_std`` (0.02), ``image_norm`` (``center`` | ``imagenet``),
+    ``class_set`` (``full``: 13 classes, default | ``coarse``: 6, see ``COARSE_CLASSES``).
     """
-    allowed = {"n", "n_train", "n_val", "n_test", "supersample", "noise_std", "image_norm"}
+    allowed = {"n", "n_train", "n_val", "n_test", "supersample", "noise_std", "image_norm", "class_set"}
     check_options("synthetic_scenes", opts, allowed)
     return SyntheticScenes(
         split, tasks=tasks, root=root, resolution=resolution, augment=augment, seed=seed, **opts

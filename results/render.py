@@ -1,8 +1,9 @@
 """Render a :class:`results.tables.Table` as LaTeX (camera-ready), Markdown or CSV.
 
 LaTeX goes through pandas' Styler (multi-level headers as ``\\multicolumn``, booktabs rules); we only
-pre-typeset the cells and header texts (escaping ``_ % & # $``, arrows → ``$\\uparrow$``, ± → ``$\\pm$``,
-ΔT_t → ``$\\Delta_{T_t}$``, bold best), add ``\\cmidrule`` under column groups and wrap the tabular in a
+pre-typeset the cells and header texts (:func:`results.latex_text.latex_text`: LaTeX specials escaped,
+Greek and symbols as math, ``$...$`` in a label passed through, anything unmappable an error naming the
+label; bold best), add ``\\cmidrule`` under column groups and wrap the tabular in a
 ``table`` float with the caption (which states the ΔT convention) and a ``\\resizebox`` so wide tables fit.
 Needs ``\\usepackage{booktabs,graphicx}``; no multirow/siunitx, so it compiles with texlive-latex-base +
 texlive-latex-recommended.
@@ -16,24 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from results.latex_text import LatexLabelError, latex_text, plain_text
 from results.tables import Table
+
+__all__ = ["FORMATS", "PREAMBLE", "LatexLabelError", "cell_text", "latex_document", "latex_text", "plain_caption",
+           "plain_text", "render", "to_csv", "to_frame", "to_latex", "to_markdown", "write"]
 
 FORMATS: tuple[str, ...] = ("latex", "markdown", "csv")
 PREAMBLE = r"\usepackage{booktabs}\usepackage{graphicx}"
-_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
-_LATEX_SYMBOLS = [("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"), ("±", r"$\pm$"), ("°", r"$^\circ$"),
-                  ("²", r"$^2$"), ("³", r"$^3$"), ("–", "--"), ("−", "$-$")]
-_DELTA = re.compile(r"ΔT(\d*)")
-
-
-def latex_text(text: object) -> str:
-    """Escape LaTeX specials and typeset the unicode symbols our labels use."""
-    s = "".join(_LATEX_SPECIALS.get(ch, ch) for ch in str(text))
-    s = _DELTA.sub(lambda m: rf"$\Delta_{{T_{{{m.group(1)}}}}}$" if m.group(1) else r"$\Delta_T$", s)
-    for sym, tex in _LATEX_SYMBOLS:
-        s = s.replace(sym, tex)
-    return s
 
 
 def plain_caption(caption: str) -> str:
@@ -205,7 +196,7 @@ def to_markdown(table: Table) -> str:
     best = table.best
     for i, r in enumerate(table.values.index):
         label = list(r) if isinstance(r, tuple) else [r]
-        cells = [str(x) for x in label] + [cell_text(table, i, j, "markdown", best)
+        cells = [plain_text(x) for x in label] + [cell_text(table, i, j, "markdown", best)
                                            for j in range(table.values.shape[1])]
         if _show_n(table):
             cells.append(str(int(table.n.iat[i])))

@@ -129,7 +129,9 @@ def cmd_table(args: argparse.Namespace) -> int:
             opts["method"] = args.method[0]
         table = tables.build(args.kind, df, **opts)
         if args.out:
-            for path in render.write(table, fmt, args.out):
+            from results.bibtex import sweep_bib_path
+
+            for path in render.write(table, fmt, args.out, bib=sweep_bib_path(args.out, args.sweep)):
                 print(f"wrote {path}", file=sys.stderr)
         else:
             sys.stdout.write(render.render(table, fmt))

@@ -68,12 +68,16 @@ def cell_text(table: Table, i: int, j: int, fmt: str, best: pd.DataFrame | None 
 
 
 def _row_label(table: Table, label: object, fmt: str) -> object:
-    if isinstance(label, tuple):
-        return tuple(_row_label(table, part, fmt) for part in label[:-1]) + (
-            _row_label(table, label[-1], fmt) if label in table.citations or label[-1] in table.citations
-            else (latex_text(label[-1]) if fmt == "latex" else label[-1]),)
-    text = latex_text(label) if fmt == "latex" else str(label)
+    """A row label typeset for ``fmt``, with ``\\cite`` after its last part when the row cites a method
+    (citations are keyed by the whole label or, in tables with an architecture level, by its last part)."""
     key = table.citations.get(label)
+    if isinstance(label, tuple):
+        key = key or table.citations.get(label[-1])
+        parts = [latex_text(p) if fmt == "latex" else p for p in label]
+        if key and fmt == "latex":
+            parts[-1] = f"{parts[-1]}~\\cite{{{key}}}"
+        return tuple(parts)
+    text = latex_text(label) if fmt == "latex" else str(label)
     return f"{text}~\\cite{{{key}}}" if key and fmt == "latex" else text
 
 
@@ -231,14 +235,18 @@ def render(table: Table, fmt: str) -> str:
     raise ValueError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
 
 
-def write(table: Table, fmt: str, out: str | Path) -> list[Path]:
-    """Write the table (and, for LaTeX, a ``.bib`` with the cited methods' entries next to it)."""
+def write(table: Table, fmt: str, out: str | Path, *, bib: str | Path | None = None) -> list[Path]:
+    """Write the table; for LaTeX, merge the cited methods' BibTeX entries (capitals protected) into
+    ``bib`` — the sweep's one ``.bib`` (:func:`results.bibtex.sweep_bib_path`, what ``adapmtl table``
+    passes) — or, without ``bib``, into a ``.bib`` named like the table."""
+    from results.bibtex import merge_into
+
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(table, fmt), encoding="utf-8")
     written = [path]
     if fmt == "latex" and table.bibtex:
-        bib = path.with_suffix(".bib")
-        bib.write_text("\n\n".join(table.bibtex.values()) + "\n", encoding="utf-8")
-        written.append(bib)
+        target = Path(bib) if bib is not None else path.with_suffix(".bib")
+        merge_into(target, table.bibtex)
+        written.append(target)
     return written

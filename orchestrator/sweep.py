@@ -279,6 +279,10 @@ def _run_tuner(plan: Plan, name: str, ctx: TrialContext, session: Any, *, total:
     # Tune's own SIGINT handler turns Ctrl-C into a quiet early return of fit(); the sweep would then carry on
     # as if the phase had ended. Without it, Ctrl-C is a KeyboardInterrupt: parent run KILLED, exit 130.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    # A retried worker failure is one line from FailureLines, not Tune's traceback (still in error.txt).
+    from orchestrator.failures import PRINT_ERRORS_ENV, FailureLines
+
+    os.environ.setdefault(PRINT_ERRORS_ENV, "0")
     spec = plan.spec
     s = spec.search
     resources, occupied = _per_trial(spec, ctx.cpus)
@@ -292,7 +296,7 @@ def _run_tuner(plan: Plan, name: str, ctx: TrialContext, session: Any, *, total:
         trainable = tune.with_resources(trainable, resources)
     concurrency = _concurrency(spec, session, occupied, total)
     progress = ProgressLine(label or name, total, s.mode)
-    run_config = tune.RunConfig(name=name, storage_path=ctx.storage, verbose=0, callbacks=[progress],
+    run_config = tune.RunConfig(name=name, storage_path=ctx.storage, verbose=0, callbacks=[progress, FailureLines()],
                                 failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures))
     path = f"{ctx.storage}/{name}"
     if tune.Tuner.can_restore(path):

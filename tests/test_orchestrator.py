@@ -104,6 +104,9 @@ def test_run_tiny_sweep_tracks_everything_and_survives_a_killed_worker(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(f"sweep wall time {time.monotonic() - t0:.0f} s")
     assert "done 5/5" in proc.stderr  # the live status line: one Tuner for the reference and the 4 trials
+    # the retried worker failure is one line, not Tune's ActorDiedError traceback
+    assert "worker died after step 3, retrying from checkpoint (retry 1 of" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "ActorDiedError" not in proc.stderr, proc.stderr[-3000:]
     _, kids = check_sweep(runs_of(wd, "tiny-run"), "tiny-run", n_children=1 + 2 * 2)
     resumed = [r for r in kids if "resumed_from_step" in r.data.tags]
     assert len(resumed) == 1 and resumed[0].data.tags["resumed_from_step"] == "3"
@@ -127,6 +130,8 @@ def test_torchtrainer_path_two_workers_resumes_a_killed_worker(tmp_path):
     resumed = [r for r in kids if "resumed_from_step" in r.data.tags]
     assert len(resumed) == 1 and resumed[0].data.tags["resumed_from_step"] == "3"
     assert all(r.data.params["train.iterations"] == "6" for r in kids)
+    assert "Ray Train restarted the worker group from the checkpoint of step 3" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
 @pytest.mark.integration

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=float, default=1.0,
                    help="width multiplier of backbone and heads (1.0 = the paper's model; default 1.0)")
     p.set_defaults(func=_params)
-    for module in ("orchestrator.sweep_cli", "results.cli", "orchestrator.store_cli"):
+    for module in ("orchestrator.sweep_cli", "results.cli", "orchestrator.relocate"):
         try:
             mod = __import__(module, fromlist=["add_subcommands"])
         except ModuleNotFoundError as exc:

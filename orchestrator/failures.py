@@ -12,7 +12,8 @@ line instead:
 * a retry inside Ray Train (multi-worker path, invisible to Tune): the first report after the restart
   carries ``resumed_from_step``; ``<unit>: a worker died after step N; Ray Train restarted the worker group
   from the checkpoint of step S``;
-* a trial that failed for good: ``<unit>: trial failed after step N: <first line>; traceback in <file>``.
+* a trial that failed for good: ``<unit>: trial failed after step N: <first line>; traceback in <file>``
+  (``after step N`` is left out when no report of the trial had reached the driver).
 
 Only plain data is kept, so the callback survives the pickling ``Tuner.restore`` applies to callbacks.
 """
@@ -44,7 +45,9 @@ def _unit(trial: Any) -> str:
 
 
 def _after(step: Any) -> str:
-    return f"after step {int(step)}" if isinstance(step, int | float) else "before its first report"
+    """`` after step N`` for the last step the driver saw reported ("" when it saw none: the worker may
+    still have trained, its report had not reached the driver)."""
+    return f" after step {int(step)}" if isinstance(step, int | float) else ""
 
 
 def describe_error(trial: Any) -> tuple[bool, str]:
@@ -84,9 +87,8 @@ class FailureLines(Callback):
             if tid in self.retry_announced:
                 self.retry_announced.discard(tid)
             elif result.get(RESTARTED_KEY) or tid in self.last_step:
-                after = f" {_after(self.last_step[tid])}" if tid in self.last_step else ""
-                _say(f"{_unit(trial)}: a worker died{after}; Ray Train restarted the worker group from the "
-                     f"checkpoint of step {resumed}")
+                _say(f"{_unit(trial)}: a worker died{_after(self.last_step.get(tid))}; Ray Train restarted the "
+                     f"worker group from the checkpoint of step {resumed}")
             else:  # e.g. a sweep resumed after its driver stopped
                 _say(f"{_unit(trial)}: resumed from the checkpoint of step {resumed}")
         if "step" in result:
@@ -97,11 +99,11 @@ class FailureLines(Callback):
         step = (trial.last_result or {}).get("step", self.last_step.get(trial.trial_id))
         retry = f"retry {trial.num_failures} of {trial.max_failures}" if trial.max_failures > 0 else "retrying"
         self.retry_announced.add(trial.trial_id)
-        _say(f"{_unit(trial)}: {'worker died' if died else what} {_after(step)}, retrying from checkpoint "
+        _say(f"{_unit(trial)}: {'worker died' if died else what}{_after(step)}, retrying from checkpoint "
              f"({retry})")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         _, what = describe_error(trial)
         step = (trial.last_result or {}).get("step", self.last_step.get(trial.trial_id))
         where = f"; traceback in {trial.error_file}" if getattr(trial, "error_file", None) else ""
-        _say(f"{_unit(trial)}: trial failed {_after(step)}: {what}{where}")
+        _say(f"{_unit(trial)}: trial failed{_after(step)}: {what}{where}")

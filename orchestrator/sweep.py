@@ -67,6 +67,9 @@ def run_sweep(plan: Plan, *, workdir: Path, tracking_uri: str, address: str | No
     paths.spec.write_text(dump_spec(spec))
     exp_id = tracking.ensure_experiment(tracking_uri, spec.name)
     parent = tracking.get_or_create_parent(tracking_uri, exp_id, spec.name, _parent_params(plan))
+    from orchestrator.sweep_report import log_spec
+
+    log_spec(tracking_uri, parent, paths.spec)  # the MLflow UI shows what ran (orchestrator.sweep_report)
     state = paths.read_state()
     state.update(name=spec.name, tracking_uri=tracking_uri, experiment_id=exp_id, parent_run_id=parent,
                  address=address, storage=storage, workdir=str(workdir))
@@ -395,6 +398,9 @@ def _finish(plan: Plan, outcome: SweepOutcome) -> SweepOutcome:
                 "run_id": r.info.run_id, "objective": r.data.metrics.get("val/objective"),
                 "test_delta_t": r.data.metrics.get("test/delta_t"),
                 "sparsity": r.data.metrics.get("final/sparsity/overall")}
+    from orchestrator.sweep_report import log_summary
+
+    log_summary(uri, parent, kids, outcome.best)  # counts and best ΔT per group as parent-run metrics
     c = tracking.client(uri)
     c.set_tag(parent, "n_finished", str(outcome.finished))
     c.set_tag(parent, "n_failed", str(outcome.failed))

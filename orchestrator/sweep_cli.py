@@ -112,6 +112,9 @@ def _execute(plan: Any, workdir: Path, uri: str, address: str | None, storage: s
     from orchestrator.sweep import run_sweep, summary_table
 
     outcome = run_sweep(plan, workdir=workdir, tracking_uri=uri, address=address, storage=storage)
+    from orchestrator.sweep_report import export_results
+
+    export_results(outcome.name, uri, outcome.parent_run_id, SweepPaths(workdir, outcome.name).results)
     print(summary_table(outcome))
     print(f"sweep {outcome.name}: {outcome.finished} run(s) finished, {outcome.failed} failed in "
           f"{outcome.seconds:.0f} s; MLflow {uri} (experiment {outcome.name!r})", file=sys.stderr)
@@ -134,6 +137,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     name = load_spec(spec_path).name
     state = SweepPaths(workdir, name).read_state()
+    from orchestrator.relocate import state_moved
+
+    moved = state_moved(state, Path(workdir))
+    if moved:
+        from orchestrator.tracking import StoreMovedError
+
+        raise StoreMovedError(moved)
     if not args.workdir:
         args.workdir = state.get("workdir") or str(workdir)
     plan, workdir, uri, address = prepare(str(spec_path), args, state=state)
@@ -163,6 +173,13 @@ def locate_sweep(sweep: str, workdir: str | None, tracking_uri: str | None) -> t
         spec = load_spec(spec_path)
         name, spec_uri = spec.name, spec.tracking.uri
     state = SweepPaths(wd, name).read_state()
+    from orchestrator.relocate import state_moved
+
+    moved = state_moved(state, Path(wd)) if not tracking_uri else None
+    if moved:
+        from orchestrator.tracking import StoreMovedError
+
+        raise StoreMovedError(moved)
     uri = S.resolve_tracking_uri(tracking_uri or state.get("tracking_uri") or spec_uri, wd)
     db = S.sqlite_path(uri)
     if db is not None and not db.exists():

@@ -29,8 +29,8 @@ def test_every_option_of_every_verb_has_help():
             if not (action.help or "").strip():
                 missing.append(f"{verb} {'/'.join(action.option_strings) or action.dest}")
     assert not missing, f"options without help: {missing}"
-    assert {"train", "params", "run", "submit", "resume", "status", "quickstart", "table", "plot"} <= set(
-        _verbs(parser))
+    assert {"train", "params", "run", "submit", "resume", "status", "quickstart", "table", "plot",
+            "relocate"} <= set(_verbs(parser))
 
 
 def test_version(capsys):

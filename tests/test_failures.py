@@ -40,7 +40,7 @@ def test_python_exception_retry_and_final_failure_name_the_error(tmp_path, capsy
     cb.on_trial_error(0, [], _trial(tmp_path, ValueError("bad lr"), step=None, tid="t2"))
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].endswith("ValueError: bad lr after step 3, retrying from checkpoint (retry 1 of 2)")
-    assert lines[1] == (f"adapmtl: snip-resnet34-sp0.9-seed0: trial failed before its first report: ValueError: "
+    assert lines[1] == (f"adapmtl: snip-resnet34-sp0.9-seed0: trial failed: ValueError: "
                         f"bad lr; traceback in {tmp_path / 'error.txt'}")
 
 

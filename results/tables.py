@@ -28,6 +28,7 @@ from results.display_names import (  # noqa: F401  (re-exported: the one display
     METHOD_LABELS,
     METRIC_LABELS,
     TASK_LABELS,
+    method_name,
 )
 from results.method_registry import method_metadata, param_defaults
 from results.scores import (
@@ -99,9 +100,7 @@ def method_info(name: str) -> dict[str, Any]:
     """Display name and citation of a method from the registry metadata (falls back to the name); read
     through :mod:`results.method_registry`, so a table does not import torch."""
     meta = method_metadata(name)
-    display = meta.get("display_name")
-    if not display or display == name:
-        display = METHOD_LABELS.get(name, name)
+    display = method_name(name)  # the one display-name rule (results.display_names)
     return {
         "display": display,
         "bibtex_key": meta.get("bibtex_key") or None,

@@ -84,15 +84,17 @@ def prune_steps(rounds: int, iterations: int, params: IMPParams) -> list[int]:
 class IMP(MaskedMethod):
     name: ClassVar[str] = "imp"
     Params = IMPParams
+    # The reference the AdapMTL paper gives for IMP ([19]): Han, Mao and Dally, "Deep compression", 2015.
     metadata = MethodMetadata(
-        title="Learning both Weights and Connections for Efficient Neural Networks",
+        title="Deep Compression: Compressing Deep Neural Networks with Pruning, Trained Quantization and "
+              "Huffman Coding",
         year=2015,
-        bibtex_key="han2015learning",
+        bibtex_key="han2015deep",
         display_name="IMP",
         bibtex=(
-            "@inproceedings{han2015learning, title={Learning both Weights and Connections for Efficient Neural "
-            "Networks}, author={Han, Song and Pool, Jeff and Tran, John and Dally, William J.}, "
-            "booktitle={Advances in Neural Information Processing Systems (NeurIPS)}, year={2015}}"
+            "@article{han2015deep, title={Deep Compression: Compressing Deep Neural Networks with Pruning, "
+            "Trained Quantization and {Huffman} Coding}, author={Han, Song and Mao, Huizi and Dally, William J.}, "
+            "journal={arXiv preprint arXiv:1510.00149}, year={2015}, eprint={1510.00149}, archiveprefix={arXiv}}"
         ),
     )
 

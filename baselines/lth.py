@@ -44,15 +44,18 @@ def round_keeps(total: int, sparsity: float, rounds: int) -> list[int]:
 class LTH(MaskedMethod):
     name: ClassVar[str] = "lth"
     Params = LTHParams
+    # The reference the AdapMTL paper gives for LTH ([13]): Frankle, Dziugaite, Roy and Carbin, "The lottery
+    # ticket hypothesis at scale", 2020 (the paper says ICLR; the text is arXiv:1903.01611, since retitled
+    # "Stabilizing the Lottery Ticket Hypothesis"). Its rewind-to-an-early-step is what `rewind_step` does.
     metadata = MethodMetadata(
-        title="The Lottery Ticket Hypothesis: Finding Sparse, Trainable Neural Networks",
-        year=2019,
-        bibtex_key="frankle2019lottery",
+        title="The Lottery Ticket Hypothesis at Scale",
+        year=2020,
+        bibtex_key="frankle2020lottery",
         display_name="LTH",
         bibtex=(
-            "@inproceedings{frankle2019lottery, title={The Lottery Ticket Hypothesis: Finding Sparse, "
-            "Trainable Neural Networks}, author={Frankle, Jonathan and Carbin, Michael}, "
-            "booktitle={International Conference on Learning Representations (ICLR)}, year={2019}}"
+            "@article{frankle2020lottery, title={The Lottery Ticket Hypothesis at Scale}, author={Frankle, "
+            "Jonathan and Dziugaite, Gintare Karolina and Roy, Daniel M. and Carbin, Michael}, "
+            "journal={arXiv preprint arXiv:1903.01611}, year={2020}, eprint={1903.01611}, archiveprefix={arXiv}}"
         ),
     )
 

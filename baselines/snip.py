@@ -70,15 +70,16 @@ def snip_scores(ctx: MethodContext, originals: list[torch.Tensor], batches: int,
 class SNIP(MaskedMethod):
     name: ClassVar[str] = "snip"
     Params = SNIPParams
+    # The reference the AdapMTL paper gives for SNIP ([26]): the 2018 arXiv version (published at ICLR 2019).
     metadata = MethodMetadata(
         title="SNIP: Single-shot Network Pruning based on Connection Sensitivity",
-        year=2019,
-        bibtex_key="lee2019snip",
+        year=2018,
+        bibtex_key="lee2018snip",
         display_name="SNIP",
         bibtex=(
-            "@inproceedings{lee2019snip, title={{SNIP}: Single-shot Network Pruning based on Connection "
+            "@article{lee2018snip, title={{SNIP}: Single-shot Network Pruning based on Connection "
             "Sensitivity}, author={Lee, Namhoon and Ajanthan, Thalaiyasingam and Torr, Philip H. S.}, "
-            "booktitle={International Conference on Learning Representations (ICLR)}, year={2019}}"
+            "journal={arXiv preprint arXiv:1810.02340}, year={2018}, eprint={1810.02340}, archiveprefix={arXiv}}"
         ),
     )
 

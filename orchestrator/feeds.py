@@ -80,7 +80,11 @@ def make_feed(group_id: str, reference_id: str, space: dict[str, Any], *, algori
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = (optuna.samplers.TPESampler(seed=seed) if algorithm == "optuna"
                else optuna.samplers.RandomSampler(seed=seed))
-    study = OptunaSearch(space=dict(space), metric=metric, mode=mode, sampler=sampler)
+    # Converted here with OptunaSearch's own converter: given Tune domains, its constructor converts them the
+    # same way but first warns "You passed a space parameter ... unresolved search space definitions" on
+    # every group. Same distributions in the same order, so the same seed samples the same values.
+    study = OptunaSearch(space=OptunaSearch.convert_search_space(dict(space)), metric=metric, mode=mode,
+                         sampler=sampler)
     return GroupFeed(group_id, reference_id, budget=samples, study=study)
 
 

@@ -8,6 +8,8 @@ Layout under the work directory (default ``./.adapmtl``, shared with the MLflow 
     <workdir>/sweeps/<name>/tune/<phase>/        Tune experiments (unless ``ray.storage`` says otherwise)
     <workdir>/sweeps/<name>/runs/<run_key>/      engine work dir of one run: checkpoint.pt, final.pt, ...
     <workdir>/sweeps/<name>/<name>_comparison.tex, <name>_sweep.png   quickstart outputs
+    <workdir>/sweeps/<name>/results/             tables (.tex/.md), <name>.bib, plots (.png/.pdf) exported at the
+                                                 end of every run, also logged to the parent MLflow run
 """
 
 from __future__ import annotations
@@ -58,6 +60,11 @@ class SweepPaths:
             return configured.rstrip("/") + f"/{self.name}" if "://" in configured else \
                 str(Path(configured).expanduser().resolve() / self.name)
         return str(self.root / "tune")
+
+    @property
+    def results(self) -> Path:
+        """Tables and plots exported at the end of a run (also artifacts of the sweep's parent run)."""
+        return self.root / "results"
 
     def output(self, suffix: str) -> Path:
         return self.root / f"{self.name}_{suffix}"

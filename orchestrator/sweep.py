@@ -67,6 +67,9 @@ def run_sweep(plan: Plan, *, workdir: Path, tracking_uri: str, address: str | No
     paths.spec.write_text(dump_spec(spec))
     exp_id = tracking.ensure_experiment(tracking_uri, spec.name)
     parent = tracking.get_or_create_parent(tracking_uri, exp_id, spec.name, _parent_params(plan))
+    from orchestrator.sweep_report import log_spec
+
+    log_spec(tracking_uri, parent, paths.spec)  # the MLflow UI shows what ran (orchestrator.sweep_report)
     state = paths.read_state()
     state.update(name=spec.name, tracking_uri=tracking_uri, experiment_id=exp_id, parent_run_id=parent,
                  address=address, storage=storage, workdir=str(workdir))
@@ -280,6 +283,10 @@ def _run_tuner(plan: Plan, name: str, ctx: TrialContext, session: Any, *, total:
     # Tune's own SIGINT handler turns Ctrl-C into a quiet early return of fit(); the sweep would then carry on
     # as if the phase had ended. Without it, Ctrl-C is a KeyboardInterrupt: parent run KILLED, exit 130.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    # A retried worker failure is one line from FailureLines, not Tune's traceback (still in error.txt).
+    from orchestrator.failures import PRINT_ERRORS_ENV, FailureLines
+
+    os.environ.setdefault(PRINT_ERRORS_ENV, "0")
     spec = plan.spec
     s = spec.search
     resources, occupied = _per_trial(spec, ctx.cpus)
@@ -293,7 +300,7 @@ def _run_tuner(plan: Plan, name: str, ctx: TrialContext, session: Any, *, total:
         trainable = tune.with_resources(trainable, resources)
     concurrency = _concurrency(spec, session, occupied, total)
     progress = ProgressLine(label or name, total, s.mode)
-    run_config = tune.RunConfig(name=name, storage_path=ctx.storage, verbose=0, callbacks=[progress],
+    run_config = tune.RunConfig(name=name, storage_path=ctx.storage, verbose=0, callbacks=[progress, FailureLines()],
                                 failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures))
     path = f"{ctx.storage}/{name}"
     if tune.Tuner.can_restore(path):
@@ -392,6 +399,9 @@ def _finish(plan: Plan, outcome: SweepOutcome) -> SweepOutcome:
                 "run_id": r.info.run_id, "objective": r.data.metrics.get("val/objective"),
                 "test_delta_t": r.data.metrics.get("test/delta_t"),
                 "sparsity": r.data.metrics.get("final/sparsity/overall")}
+    from orchestrator.sweep_report import log_summary
+
+    log_summary(uri, parent, kids, outcome.best)  # counts and best ΔT per group as parent-run metrics
     c = tracking.client(uri)
     c.set_tag(parent, "n_finished", str(outcome.finished))
     c.set_tag(parent, "n_failed", str(outcome.failed))

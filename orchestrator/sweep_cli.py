@@ -19,42 +19,56 @@ QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.y
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run a sweep (embedded local Ray, or --address for a cluster)")
-    p.add_argument("spec", help="sweep spec (YAML)")
+    p = sub.add_parser("run", help="run a sweep (embedded local Ray, or --address for a cluster)",
+                       description="Validate a sweep spec, then train its dense references and every group on "
+                                   "Ray Tune; re-running a finished or interrupted sweep skips finished runs.")
+    p.add_argument("spec", help="sweep spec (YAML, see examples/)")
     _common(p)
     p.add_argument("--address", default=None, help="Ray address of an existing cluster (default: embedded)")
     p.add_argument("--storage", default=None, help="Tune/Train storage: local dir or pyarrow URI")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan, run nothing")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("submit", help="submit a sweep to a Ray cluster as a Ray Job")
-    p.add_argument("spec")
+    p = sub.add_parser("submit", help="submit a sweep to a Ray cluster as a Ray Job",
+                       description="Submit the whole sweep to a Ray cluster as one Ray Job (the driver runs on the "
+                                   "cluster; this machine can disconnect).")
+    p.add_argument("spec", help="sweep spec (YAML, see examples/)")
     p.add_argument("--address", required=True, help="Ray dashboard/Jobs address, e.g. http://HEAD:8265")
     _common(p)
     p.add_argument("--follow", action="store_true", help="stream the job's logs until it ends")
     p.add_argument("--python", default=None, help="interpreter on the cluster (default: this one)")
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("resume", help="continue an interrupted sweep (finished trials are skipped)")
+    p = sub.add_parser("resume", help="continue an interrupted sweep (finished trials are skipped)",
+                       description="Continue an interrupted sweep from its work directory: finished runs are "
+                                   "skipped, unfinished ones resume from their last checkpoint.")
     p.add_argument("sweep", help="sweep name, sweep directory or spec file")
     _common(p)
-    p.add_argument("--address", default=None)
+    p.add_argument("--address", default=None,
+                   help="Ray address (default: the one the sweep ran with, else embedded local Ray)")
     p.set_defaults(func=cmd_resume)
 
-    p = sub.add_parser("status", help="trials done/running/failed and the best run per group")
+    p = sub.add_parser("status", help="trials done/running/failed and the best run per group",
+                       description="Runs finished/running/failed/killed and the best test ΔT per group, read "
+                                   "from MLflow (a sweep name is enough with --tracking-uri or --workdir).")
     p.add_argument("sweep", help="sweep name, sweep directory or spec file")
     _common(p)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("quickstart", help="run examples/quickstart.yaml end to end and print the comparison")
+    p = sub.add_parser("quickstart", help="run examples/quickstart.yaml end to end and print the comparison",
+                       description="Run examples/quickstart.yaml (CPU-sized, all six methods) end to end, print "
+                                   "the comparison table and write its LaTeX and the sweep plot.")
     _common(p)
     p.add_argument("--spec", default=str(QUICKSTART), help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_quickstart)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI or local)")
-    p.add_argument("--workdir", default=None, help="work directory (default: ./.adapmtl)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow URI (default: the spec's, else $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///<workdir>/mlflow.db)")
+    p.add_argument("--workdir", default=None,
+                   help="work directory: sweep state, checkpoints, local MLflow store (default: ./.adapmtl)")
 
 
 # -- shared validation -----------------------------------------------------------------------------------
@@ -101,6 +115,9 @@ def _execute(plan: Any, workdir: Path, uri: str, address: str | None, storage: s
     from orchestrator.sweep import run_sweep, summary_table
 
     outcome = run_sweep(plan, workdir=workdir, tracking_uri=uri, address=address, storage=storage)
+    from orchestrator.sweep_report import export_results
+
+    export_results(outcome.name, uri, outcome.parent_run_id, SweepPaths(workdir, outcome.name).results)
     print(summary_table(outcome))
     print(f"sweep {outcome.name}: {outcome.finished} run(s) finished, {outcome.failed} failed in "
           f"{outcome.seconds:.0f} s; MLflow {uri} (experiment {outcome.name!r})", file=sys.stderr)
@@ -123,27 +140,79 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     name = load_spec(spec_path).name
     state = SweepPaths(workdir, name).read_state()
+    from orchestrator.relocate import state_moved
+
+    moved = state_moved(state, Path(workdir))
+    if moved:
+        from orchestrator.tracking import StoreMovedError
+
+        raise StoreMovedError(moved)
     if not args.workdir:
         args.workdir = state.get("workdir") or str(workdir)
     plan, workdir, uri, address = prepare(str(spec_path), args, state=state)
     return _execute(plan, workdir, uri, address, state.get("storage"))
 
 
+def locate_sweep(sweep: str, workdir: str | None, tracking_uri: str | None) -> tuple[str, Path, dict[str, Any], str]:
+    """``status``'s argument → (sweep name, workdir, state, tracking URI), without creating anything.
+
+    A sweep directory, ``state.json`` or spec file is read as before; a bare name needs no local files at
+    all: the store is ``--tracking-uri`` (or the state's, or ``$MLFLOW_TRACKING_URI``, or the one under
+    ``--workdir``), and the sweep is its experiment, as for ``adapmtl table``.
+    """
+    from results import schema as S
+
+    explicit_wd = Path(workdir).expanduser().resolve() if workdir else None
+    spec_uri = None
+    try:
+        spec_path, wd = find_sweep(sweep, explicit_wd)
+    except FileNotFoundError:
+        name = sweep
+        db = S.sqlite_path(tracking_uri) if tracking_uri else None
+        wd = explicit_wd or (db.expanduser().resolve().parent if db is not None else default_workdir())
+    else:
+        from orchestrator.spec import load_spec
+
+        spec = load_spec(spec_path)
+        name, spec_uri = spec.name, spec.tracking.uri
+    state = SweepPaths(wd, name).read_state()
+    from orchestrator.relocate import state_moved
+
+    moved = state_moved(state, Path(wd)) if not tracking_uri else None
+    if moved:
+        from orchestrator.tracking import StoreMovedError
+
+        raise StoreMovedError(moved)
+    uri = S.resolve_tracking_uri(tracking_uri or state.get("tracking_uri") or spec_uri, wd)
+    db = S.sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise FileNotFoundError(f"no MLflow store at {db} for sweep {name!r} (pass --tracking-uri URI or "
+                                "--workdir DIR)")
+    return name, wd, state, uri
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from orchestrator import tracking
-    from orchestrator.spec import load_spec
 
-    spec_path, workdir = find_sweep(args.sweep, Path(args.workdir).resolve() if args.workdir else None)
-    spec = load_spec(spec_path)
-    state = SweepPaths(workdir, spec.name).read_state()
-    uri = tracking.resolve_tracking_uri(args.tracking_uri or state.get("tracking_uri") or spec.tracking.uri,
-                                        workdir)
+    name, workdir, state, uri = locate_sweep(args.sweep, args.workdir, args.tracking_uri)
     tracking.check_reachable(uri)
-    exp = tracking.client(uri).get_experiment_by_name(spec.name)
-    if exp is None or not state.get("parent_run_id"):
-        print(f"sweep {spec.name}: not started")
-        return 0
-    runs = tracking.children(uri, exp.experiment_id, state["parent_run_id"])
+    exp = tracking.client(uri).get_experiment_by_name(name)
+    parent = state.get("parent_run_id")
+    parent_run = None
+    if exp is not None and not parent:
+        parent_run = tracking.find_run(uri, exp.experiment_id, {"role": tracking.ROLE_SWEEP, "sweep": name})
+        parent = parent_run.info.run_id if parent_run is not None else None
+    if exp is None or not parent:
+        if state or SweepPaths(workdir, name).spec.is_file():
+            print(f"sweep {name}: not started")
+            return 0
+        raise FileNotFoundError(f"no sweep {name!r} in MLflow store {uri} (nor under {workdir / 'sweeps'})")
+    if "done" in state:
+        done = bool(state["done"])
+    else:
+        parent_run = parent_run or tracking.client(uri).get_run(parent)
+        done = parent_run.info.status == "FINISHED"
+    runs = tracking.children(uri, exp.experiment_id, parent)
     groups: dict[str, dict[str, Any]] = {}
     for r in runs:
         g = groups.setdefault(r.data.tags.get("group", "?"), {"FINISHED": 0, "RUNNING": 0, "FAILED": 0,
@@ -152,13 +221,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         if r.data.tags.get("best") == "true":
             g["best"] = r.data.metrics.get("test/delta_t")
     total = {k: sum(g[k] for g in groups.values()) for k in ("FINISHED", "RUNNING", "FAILED", "KILLED")}
-    print(f"sweep {spec.name}: {'done' if state.get('done') else 'in progress or interrupted'} · "
+    print(f"sweep {name}: {'done' if done else 'in progress or interrupted'} · "
           f"finished {total['FINISHED']} · running {total['RUNNING']} · failed {total['FAILED']} · "
           f"killed {total['KILLED']}")
     print(f"{'group':<44} {'fin':>4} {'run':>4} {'fail':>4} {'kill':>4} {'best test ΔT':>13}")
-    for name, g in sorted(groups.items()):
+    for gname, g in sorted(groups.items()):
         best = f"{g['best']:+13.2f}" if isinstance(g["best"], float) else f"{'-':>13}"
-        print(f"{name:<44} {g['FINISHED']:>4} {g['RUNNING']:>4} {g['FAILED']:>4} {g['KILLED']:>4} {best}")
+        print(f"{gname:<44} {g['FINISHED']:>4} {g['RUNNING']:>4} {g['FAILED']:>4} {g['KILLED']:>4} {best}")
     return 0
 
 

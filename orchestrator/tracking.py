@@ -69,10 +69,39 @@ def check_reachable(uri: str) -> None:
         raise ConnectionError(f"MLflow tracking store {uri} is unreachable: {first[:200]}") from None
 
 
+class StoreMovedError(ValueError):
+    """A local store whose experiment keeps its artifacts elsewhere: the work directory was moved or copied."""
+
+
+def moved_artifacts(uri: str, location: str | None) -> str | None:
+    """Why an experiment's artifact location does not belong to this local store (None when it does).
+
+    Local stores keep artifacts beside the database (``<workdir>/mlartifacts``, :func:`artifact_location`),
+    and MLflow records that location as an absolute URI; after the work directory moves, new artifacts
+    would be written to (or looked for in) the old place.
+    """
+    expected = artifact_location(uri)
+    if expected is None or not location or not location.startswith("file:"):
+        return None
+    if not location.rstrip("/").endswith("/mlartifacts") or location.rstrip("/") == expected:
+        return None
+    from urllib.parse import unquote, urlparse
+
+    old = Path(unquote(urlparse(location).path))
+    state = "no longer exists" if not old.exists() else "is not next to this store"
+    workdir = Path(uri[len("sqlite:///"):]).parent
+    return (f"MLflow store {workdir / 'mlflow.db'} keeps artifacts in {old}, which {state} (was the work "
+            f"directory moved or copied?); run `adapmtl relocate {workdir}` to point the store at "
+            f"{workdir / 'mlartifacts'}")
+
+
 def ensure_experiment(uri: str, name: str) -> str:
     c = client(uri)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        problem = moved_artifacts(uri, exp.artifact_location)
+        if problem:
+            raise StoreMovedError(problem)
         if exp.lifecycle_stage == "deleted":
             c.restore_experiment(exp.experiment_id)
         return exp.experiment_id

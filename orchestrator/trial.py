@@ -257,11 +257,17 @@ def _run_engine(job: dict[str, Any], *, report: Any, rank: int, device: Any = No
                 shutil.copy2(Path(d) / "checkpoint.pt", workdir / "checkpoint.pt")
     reporter = MLflowReporter(ctx.tracking_uri, job["run_id"]) if rank == 0 else None
     key, run_id = job["key"], job["run_id"]
-    if reporter is not None and (workdir / "checkpoint.pt").exists():
+    resumed: dict[str, int] = {}  # what this execution continued from, told to Tune (orchestrator.failures)
+    if rank == 0 and (workdir / "checkpoint.pt").exists():
         from trainers import checkpoint as ckpt
 
         step = int(ckpt.load(workdir / "checkpoint.pt").get("step", 0))
-        reporter.set_tags({"resumed_from_step": step})  # visible proof that a retry did not start over
+        resumed["resumed_from_step"] = step
+        if restore_checkpoint is not None or job.get("fresh_start"):
+            # a checkpoint this Train run wrote itself: Ray Train restarted the worker group
+            resumed["restarted_by_train"] = 1
+        if reporter is not None:  # rank 0 (as before)
+            reporter.set_tags({"resumed_from_step": step})  # visible proof that a retry did not start over
 
     def on_validation(step: int, flat: dict[str, float]) -> None:
         obj = objective(flat, cfg.target_sparsity, ctx)
@@ -269,7 +275,8 @@ def _run_engine(job: dict[str, Any], *, report: Any, rank: int, device: Any = No
             reporter.log_metrics({"val/objective": obj}, step)
         if rank == 0:
             maybe_inject_fault(step, workdir)
-        report(_tune_metrics(step, flat, obj, run_id, key, ctx, job["needs_objective"]), step=step, workdir=workdir)
+        report({**_tune_metrics(step, flat, obj, run_id, key, ctx, job["needs_objective"]), **resumed}, step=step,
+               workdir=workdir)
 
     try:
         result = train(cfg, reporter, workdir=workdir, reference=job["reference"], resume=True, device=device,
@@ -294,7 +301,7 @@ def _run_engine(job: dict[str, Any], *, report: Any, rank: int, device: Any = No
     val_flat["sparsity/overall"] = (result.sparsity or {}).get("overall", 0.0)
     obj = objective(val_flat, cfg.target_sparsity, ctx)
     m = _tune_metrics(result.steps, {**val_flat, **last}, obj, run_id, key, ctx, job["needs_objective"])
-    m.update(completed=1, trial_failed=0)
+    m.update(completed=1, trial_failed=0, **resumed)
     report(m, step=result.steps, workdir=None)
 
 
@@ -313,6 +320,8 @@ def _fit_on_train(job: dict[str, Any], trial_id: str) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     ctx: TrialContext = job["ctx"]
+    # no engine checkpoint before fit(): one found by a worker later was written by this Train run
+    job = {**job, "fresh_start": not (Path(job["workdir"]) / "checkpoint.pt").exists()}
     resources = {"CPU": ctx.cpus, **({"GPU": ctx.gpus} if ctx.gpus else {})}
     trainer = TorchTrainer(
         train_worker,

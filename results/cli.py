@@ -3,7 +3,12 @@
 The orchestrator's entry point calls :func:`add_subcommands`; :func:`main` is a tiny stand-alone wrapper
 (``python -m results.cli``, tests). Tracking URI: ``--tracking-uri`` > ``$MLFLOW_TRACKING_URI`` >
 ``sqlite:///<cwd>/.adapmtl/mlflow.db`` (:func:`results.schema.resolve_tracking_uri`, shared with ``run``).
-Every failure is one line on stderr and exit status 2.
+Every failure is one line on stderr (``adapmtl: error: ...``, :mod:`results.console`) and exit status 2.
+
+Output format: ``--format`` if given, else inferred from ``--out``'s extension (``.tex`` → latex, ``.md`` →
+markdown, ``.csv`` → csv); an explicit ``--format`` that contradicts the extension is an error, since
+Markdown inside a ``.tex`` file only fails later, in the paper's build. Plots write PNG and PDF side by side;
+``--out`` may end in ``.png`` or ``.pdf`` (or have no extension).
 """
 
 from __future__ import annotations
@@ -14,34 +19,49 @@ from pathlib import Path
 from typing import Any
 
 from results import schema as S
+from results.console import error as _error
 
 TABLE_KINDS = ("comparison", "sweep", "tasks", "ablation", "cost")
 PLOT_KINDS = ("sweep", "allocation", "weights", "sensitivity")
 FORMATS = ("latex", "markdown", "csv", "terminal")
+#: ``--out`` extension → table format (item 5 of issue 14: never Markdown inside a .tex file)
+FORMAT_BY_SUFFIX: dict[str, str] = {".tex": "latex", ".md": "markdown", ".markdown": "markdown", ".csv": "csv"}
+PLOT_SUFFIXES: tuple[str, ...] = (".png", ".pdf")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", metavar="SWEEP", help="sweep name (= MLflow experiment)")
     p.add_argument("--tracking-uri", default=None,
-                   help="MLflow URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/.adapmtl/mlflow.db)")
+                   help="MLflow URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<workdir>/mlflow.db)")
+    p.add_argument("--workdir", default=None,
+                   help="work directory whose local store to read (default: ./.adapmtl); ignored with a URI")
     p.add_argument("--filter", default=None, help="extra MLflow filter string, e.g. \"tags.seed = '0'\"")
     p.add_argument("--no-cache", action="store_true", help="ignore the Parquet cache of collected runs")
-    p.add_argument("--dataset", default=None)
-    p.add_argument("--arch", default=None)
-    p.add_argument("--sparsity", type=float, default=None, help="target sparsity, 0.9 or 90")
+    p.add_argument("--dataset", default=None,
+                   help="dataset to report (default: the one most trials used)")
+    p.add_argument("--arch", default=None,
+                   help="architecture to report (default: the one most trials used)")
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="target sparsity, 0.9 or 90 (default: the one most methods cover, ties → 90 %%)")
     p.add_argument("--convention", choices=("paper", "mean"), default="paper",
                    help="ΔT_t = sum (paper tables) or mean (Eq. 7) of the per-metric changes")
     p.add_argument("--average-seeds", action="store_true",
                    help="ΔT against the seed-averaged dense reference instead of the same-seed one")
-    p.add_argument("--out", default=None, help="output file (default: stdout for tables, SWEEP-KIND.png)")
+    p.add_argument("--out", default=None,
+                   help="output file (default: stdout for tables, SWEEP-KIND.png for plots)")
 
 
 def add_subcommands(subparsers: Any) -> None:
     """Register ``table`` and ``plot`` on an argparse subparsers object."""
-    t = subparsers.add_parser("table", help="paper tables from a sweep's MLflow runs")
+    t = subparsers.add_parser("table", help="paper tables from a sweep's MLflow runs",
+                              description="A paper table from a sweep's MLflow runs (LaTeX, Markdown or CSV).")
     _common(t)
-    t.add_argument("--kind", choices=TABLE_KINDS, default="comparison")
-    t.add_argument("--format", choices=FORMATS, default="markdown")
+    t.add_argument("--kind", choices=TABLE_KINDS, default="comparison",
+                   help="comparison (Tables 1-2), sweep (Fig. 4 data), tasks (Table 3), ablation (Table 5), "
+                        "cost (Table 4); default: comparison")
+    t.add_argument("--format", choices=FORMATS, default=None,
+                   help="default: from --out's extension (.tex, .md, .csv), else markdown; terminal: a "
+                        "compact table that fits 100 columns")
     t.add_argument("--ci", dest="ci", action="store_true", default=None,
                    help="add the 95%% CI column of the overall ΔT (default: on except for LaTeX)")
     t.add_argument("--no-ci", dest="ci", action="store_false", help="leave out the 95%% CI column")
@@ -52,9 +72,12 @@ def add_subcommands(subparsers: Any) -> None:
     t.add_argument("--method", action="append", default=None,
                    help="cost: methods to list (repeatable; default all); ablation: the method (default adapmtl)")
     t.set_defaults(func=cmd_table)
-    p = subparsers.add_parser("plot", help="figures from a sweep's MLflow runs (PNG + PDF)")
+    p = subparsers.add_parser("plot", help="figures from a sweep's MLflow runs (PNG + PDF)",
+                              description="A figure from a sweep's MLflow runs, written as PNG and PDF.")
     _common(p)
-    p.add_argument("--kind", choices=PLOT_KINDS, default="sweep")
+    p.add_argument("--kind", choices=PLOT_KINDS, default="sweep",
+                   help="sweep (Fig. 4), allocation (Fig. 3), weights (task weights β), sensitivity "
+                        "(Fig. 5 style); default: sweep")
     p.add_argument("--method", default="adapmtl", help="allocation/weights: method of the run to plot")
     p.add_argument("--run", default=None,
                    help="allocation/weights: MLflow run id (default: the group's reported best=true trial)")
@@ -65,14 +88,39 @@ def add_subcommands(subparsers: Any) -> None:
 
 
 def _fail(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
+    return _error(msg)
+
+
+def table_format(fmt: str | None, out: str | None) -> str:
+    """The table format: ``--format``, else ``--out``'s extension, else Markdown; a contradiction raises."""
+    inferred = FORMAT_BY_SUFFIX.get(Path(out).suffix.lower()) if out else None
+    if fmt is None:
+        if out and inferred is None:
+            raise ValueError(f"cannot tell the format of --out {out} from its extension; use .tex, .md or .csv, "
+                             f"or pass --format {'|'.join(FORMATS)}")
+        return inferred or "markdown"
+    if inferred is not None and inferred != fmt:
+        raise ValueError(f"--format {fmt} contradicts --out {out} (a {inferred} file); drop --format or change "
+                         "the extension")
+    return fmt
+
+
+def plot_path(sweep: str, kind: str, out: str | None) -> Path:
+    """Where a plot goes: ``--out`` (``.png``/``.pdf``/no extension), default ``SWEEP-KIND.png``."""
+    path = Path(out or f"{sweep}-{kind}.png")
+    if path.suffix and path.suffix.lower() not in PLOT_SUFFIXES:
+        raise ValueError(f"--out {out}: plots are written as PNG and PDF; use a .png or .pdf name")
+    return path
+
+
+def _uri(args: argparse.Namespace) -> str:
+    return S.resolve_tracking_uri(args.tracking_uri, getattr(args, "workdir", None))
 
 
 def _collect(args: argparse.Namespace) -> Any:
     from results.collect import collect
 
-    uri = S.resolve_tracking_uri(args.tracking_uri)
+    uri = _uri(args)
     df = collect(args.sweep, tracking_uri=uri, filter_string=args.filter, use_cache=not args.no_cache)
     if df.empty:
         raise ValueError(f"sweep {args.sweep!r} has no runs")
@@ -83,6 +131,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     try:
         from results import render, tables
 
+        fmt = table_format(args.format, args.out)
         df = _collect(args)
         opts: dict[str, Any] = dict(dataset=args.dataset, arch=args.arch, sparsity=args.sparsity,
                                     convention=args.convention, average_seeds=args.average_seeds)
@@ -97,11 +146,14 @@ def cmd_table(args: argparse.Namespace) -> int:
         else:
             table = tables.build(args.kind, df, **opts)
         if args.out:
-            for path in render.write(table, args.format, args.out, ci=args.ci, std=args.std):
+            from results.bibtex import sweep_bib_path
+
+            for path in render.write(table, fmt, args.out, bib=sweep_bib_path(args.out, args.sweep), ci=args.ci,
+                                     std=args.std):
                 print(f"wrote {path}", file=sys.stderr)
         else:
             for t in table if isinstance(table, list) else [table]:
-                sys.stdout.write(render.render(t, args.format, ci=args.ci, std=args.std))
+                sys.stdout.write(render.render(t, fmt, ci=args.ci, std=args.std))
         return 0
     except (ValueError, KeyError, OSError) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
@@ -111,8 +163,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     try:
         from results import plots, tables
 
+        out = plot_path(args.sweep, args.kind, args.out)
         df = _collect(args)
-        out = Path(args.out or f"{args.sweep}-{args.kind}.png")
         if args.kind == "sweep":
             data = tables.sweep_data(df, dataset=args.dataset, convention=args.convention,
                                      average_seeds=args.average_seeds)
@@ -127,8 +179,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
             run_id = args.run or best_run(df, args.method, args.dataset, args.arch, args.sparsity, args.seed)
             prefix = S.SPARSITY_PREFIX if args.kind == "allocation" else S.TRAIN_WEIGHT_PREFIX
-            hist = metric_histories([run_id], [], tracking_uri=S.resolve_tracking_uri(args.tracking_uri),
-                                    prefixes=[prefix])
+            hist = metric_histories([run_id], [], tracking_uri=_uri(args), prefixes=[prefix])
             row = df[df["run_id"] == run_id].iloc[0]
             title = run_title(row)
             if args.kind == "allocation":
@@ -185,7 +236,9 @@ def run_title(row: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="adapmtl", description="AdapMTL sweep results")
+    from results.console import ArgumentParser
+
+    parser = ArgumentParser(prog="adapmtl", description="AdapMTL sweep results")
     add_subcommands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -236,18 +236,26 @@ def _is_sql(uri: str) -> bool:
 
 
 class _SqlSource:
-    """Reads experiment ids and the fingerprint straight from MLflow's SQL tables (no MLflow import)."""
+    """Reads experiment ids and the fingerprint straight from MLflow's SQL tables (no MLflow import).
+
+    A sqlite store is read with the standard library's ``sqlite3``, read-only (importing SQLAlchemy was
+    ~20 % of a cached ``adapmtl table``, benchmarks/RESULTS.md Q7); other SQL stores through SQLAlchemy.
+    """
 
     def __init__(self, uri: str) -> None:
         db = S.sqlite_path(uri)
         if db is not None and not db.exists():
             raise CollectError(f"no MLflow store at {db} (set --tracking-uri or MLFLOW_TRACKING_URI)")
-        from sqlalchemy import create_engine
-
         self.uri = uri
-        self.engine = create_engine(uri)
+        self.sqlite = db
+        if db is None:
+            from sqlalchemy import create_engine
+
+            self.engine = create_engine(uri)
 
     def _query(self, sql: str, **params: Any) -> list[Any]:
+        if self.sqlite is not None:
+            return self._sqlite_query(sql, params)
         from sqlalchemy import bindparam, text
 
         stmt = text(sql)
@@ -256,6 +264,26 @@ class _SqlSource:
                 stmt = stmt.bindparams(bindparam(name, expanding=True))
         with self.engine.connect() as conn:
             return [tuple(r) for r in conn.execute(stmt, params).fetchall()]
+
+    def _sqlite_query(self, sql: str, params: dict[str, Any]) -> list[Any]:
+        """The same ``:name`` SQL, list parameters expanded to ``(:name_0, :name_1, ...)`` as SQLAlchemy's
+        expanding bind parameters do."""
+        import re
+        import sqlite3
+
+        flat: dict[str, Any] = {}
+        for name, value in params.items():
+            if isinstance(value, (list, tuple)):
+                names = [f"{name}_{i}" for i in range(len(value))]
+                flat.update(zip(names, value, strict=True))
+                sql = re.sub(rf":{name}\b", "(" + ", ".join(f":{n}" for n in names) + ")", sql)
+            else:
+                flat[name] = value
+        conn = sqlite3.connect(f"{self.sqlite.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            return [tuple(r) for r in conn.execute(sql, flat).fetchall()]
+        finally:
+            conn.close()
 
     def experiment_ids(self, names: Sequence[str]) -> list[str]:
         try:

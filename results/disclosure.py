@@ -101,7 +101,14 @@ def _group_budget(df: pd.DataFrame, rows: pd.DataFrame) -> dict[tuple[Any, Any],
     return out
 
 
-_PARAM_NAMES = {"theta_init": "$\\theta_{init}$", "lam": "$\\lambda$", "window": "window"}
+_PARAM_NAMES = {"theta_init": "θ_init", "lam": "λ", "window": "window"}
+
+
+def _tex(label: str) -> str:
+    """A row label or parameter name as caption LaTeX (captions are LaTeX; renderers de-LaTeX them)."""
+    from results.latex_text import latex_text
+
+    return latex_text(label)
 
 
 def budget_text(df: pd.DataFrame, scored: pd.DataFrame, labels: Mapping[tuple[Any, Any], str]) -> str:
@@ -112,9 +119,9 @@ def budget_text(df: pd.DataFrame, scored: pd.DataFrame, labels: Mapping[tuple[An
     budgets = _group_budget(df, trials)
     phrases: dict[str, list[str]] = {}
     for key, (n, searched) in budgets.items():
-        label = labels.get(key, str(key[0]))
+        label = _tex(labels.get(key, str(key[0])))
         if n > 1 and searched:
-            what = f"{n} trials over {', '.join(_PARAM_NAMES.get(p, p.replace('_', ' ')) for p in searched)}"
+            what = f"{n} trials over {', '.join(_tex(_PARAM_NAMES.get(p, p)) for p in searched)}"
         else:
             what = f"{n} trials" if n > 1 else "1 trial (no search)"
         phrases.setdefault(what, []).append(label)
@@ -139,7 +146,7 @@ def compute_text(df: pd.DataFrame, scored: pd.DataFrame, labels: Mapping[tuple[A
     for key, sel in trials.groupby([S.TAG_METHOD, S.TAG_VARIANT], dropna=False, sort=False):
         vals = sel[STEP_EQ_COL].dropna()
         if len(vals):
-            parts.append(f"{labels.get(key, str(key[0]))} {float(vals.mean()) / base:.1f}$\\times$")
+            parts.append(f"{_tex(labels.get(key, str(key[0])))} {float(vals.mean()) / base:.1f}$\\times$")
     return ("Training compute per run, relative to the dense run (optimizer steps incl. dense phases and "
             f"rounds, plus scoring passes): {', '.join(parts)}.") if parts else ""
 

@@ -3,6 +3,10 @@
 Each function returns the Figure (so tests can inspect lines and data) and, given ``out``, writes PNG and
 PDF side by side (a paper wants the PDF, a README the PNG). The dense reference is the ΔT = 0 line, drawn
 with a label starting with "_" so it stays out of legends and of "one line per method" checks.
+
+PDFs embed their fonts as TrueType (:data:`PAPER_RC`: matplotlib's default Type 3 fonts are rejected by
+ACM/IEEE checks); legends and axes use :mod:`results.display_names` (``Depth head``, never
+``head/depth_zbuffer``).
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from results import display_names as D  # noqa: E402
 from results import schema as S  # noqa: E402
-from results.tables import arch_label, arch_sort_key, method_info, method_sort_key  # noqa: E402
+from results.tables import arch_label, arch_sort_key, method_sort_key  # noqa: E402
 
 KINDS: tuple[str, ...] = ("sweep", "allocation", "weights", "sensitivity")
+#: rcParams every figure is saved with: TrueType (Type 42) fonts in PDF/PS, as camera-ready checks demand
+PAPER_RC: dict[str, object] = {"pdf.fonttype": 42, "ps.fonttype": 42}
 
 
 def save(fig: Figure, out: str | Path) -> list[Path]:
@@ -33,14 +40,14 @@ def save(fig: Figure, out: str | Path) -> list[Path]:
     written = []
     for ext in (suffix, ".pdf" if suffix == ".png" else ".png"):
         target = base.with_suffix(ext)
-        fig.savefig(target, dpi=200 if ext == ".png" else None, bbox_inches="tight")
+        with matplotlib.rc_context(PAPER_RC):
+            fig.savefig(target, dpi=200 if ext == ".png" else None, bbox_inches="tight")
         written.append(target)
     return written
 
 
 def _label(method: str, variant: object) -> str:
-    name = method_info(method)["display"]
-    return f"{name} {variant}" if isinstance(variant, str) and variant else name
+    return D.method_name(method, variant)
 
 
 BANDS: tuple[str, ...] = ("ci", "std", "none")
@@ -122,7 +129,7 @@ def _series_plot(hist: pd.DataFrame, prefix: str, ylabel: str, title: str, scale
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     for key, g in sorted(sub.groupby("key"), key=lambda kv: (kv[0] != prefix + S.BACKBONE, kv[0])):
         g = g.sort_values("step")
-        ax.plot(g["step"].to_numpy(), g["value"].to_numpy(float) * scale, lw=1.4, label=key[len(prefix):])
+        ax.plot(g["step"].to_numpy(), g["value"].to_numpy(float) * scale, lw=1.4, label=D.series_name(key))
     if target is not None:
         ax.axhline(target * scale, color="0.3", lw=1.0, ls="--", label=f"target ({target * scale:g}%)")
     ax.set_xlabel("step")
@@ -152,7 +159,8 @@ def plot_weights(hist: pd.DataFrame, out: str | Path | None = None, title: str =
 
 def plot_sensitivity(scored: pd.DataFrame, out: str | Path | None = None,
                      tasks: Sequence[str] | None = None) -> Figure:
-    """Fig. 5-style: ΔT over (backbone sparsity, mean head sparsity) of scored runs (scatter coloured by ΔT).
+    """Fig. 5-style: ΔT over (backbone sparsity, mean head sparsity) of scored runs: one marker per method
+    (legend), colour = ΔT (colour bar shared by all methods).
 
     ``scored``: :func:`results.tables.score_runs` output (trials only are used).
     """
@@ -164,12 +172,27 @@ def plot_sensitivity(scored: pd.DataFrame, out: str | Path | None = None,
     back = metric_col(S.final_sparsity(S.BACKBONE))
     if trials.empty or back not in trials or not heads:
         raise ValueError("no trials with final backbone and head sparsity to plot")
-    x = trials[back].to_numpy(float) * 100
-    y = trials[heads].mean(axis=1).to_numpy(float) * 100
-    z = trials[DT_PREFIX + S.OVERALL].to_numpy(float)
+    z_all = trials[DT_PREFIX + S.OVERALL].to_numpy(float)
+    finite = z_all[np.isfinite(z_all)]
+    norm = matplotlib.colors.Normalize(*(finite.min(), finite.max()) if finite.size else (0.0, 1.0))
     fig, ax = plt.subplots(figsize=(4.8, 3.8))
-    sc = ax.scatter(x, y, c=z, cmap="viridis", s=28, edgecolors="none")
+    variants = trials[S.TAG_VARIANT] if S.TAG_VARIANT in trials else pd.Series("", index=trials.index)
+    keys = sorted({(m, v if isinstance(v, str) else "") for m, v in zip(trials[S.TAG_METHOD], variants)},
+                  key=lambda mv: (method_sort_key(mv[0]), mv[1]))
+    sc = None
+    for k, (method, variant) in enumerate(keys):
+        sel = (trials[S.TAG_METHOD] == method).to_numpy() & (variants.fillna("") == variant).to_numpy()
+        sub = trials[sel]
+        x = sub[back].to_numpy(float) * 100
+        y = sub[heads].mean(axis=1).to_numpy(float) * 100
+        z = sub[DT_PREFIX + S.OVERALL].to_numpy(float)
+        sc = ax.scatter(x, y, c=z, cmap="viridis", norm=norm, s=30, marker=_MARKERS[k % len(_MARKERS)],
+                        edgecolors="0.2", linewidths=0.4, label=_label(method, variant))
+    assert sc is not None
     fig.colorbar(sc, ax=ax, label="ΔT (%)")
+    legend = ax.legend(fontsize=8, frameon=False, title="method", title_fontsize=8)
+    for handle in legend.legend_handles:  # markers identify methods; colour is ΔT, so keep the key neutral
+        handle.set_facecolor("0.75")
     ax.set_xlabel("backbone sparsity (%)")
     ax.set_ylabel("mean head sparsity (%)")
     ax.grid(alpha=0.3)
@@ -177,3 +200,6 @@ def plot_sensitivity(scored: pd.DataFrame, out: str | Path | None = None,
     if out is not None:
         save(fig, out)
     return fig
+
+
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")

@@ -1,8 +1,9 @@
 """Render a :class:`results.tables.Table` as LaTeX (camera-ready), Markdown or CSV.
 
 LaTeX goes through pandas' Styler (multi-level headers as ``\\multicolumn``, booktabs rules); we only
-pre-typeset the cells and header texts (escaping ``_ % & # $``, arrows → ``$\\uparrow$``, ± → ``$\\pm$``,
-ΔT_t → ``$\\Delta_{T_t}$``, bold best), add ``\\cmidrule`` under column groups and wrap the tabular in a
+pre-typeset the cells and header texts (:func:`results.latex_text.latex_text`: LaTeX specials escaped,
+Greek and symbols as math, ``$...$`` in a label passed through, anything unmappable an error naming the
+label; bold best), add ``\\cmidrule`` under column groups and wrap the tabular in a
 ``table`` float with the caption (which states the ΔT convention) and a ``\\resizebox`` so wide tables fit.
 Needs ``\\usepackage{booktabs,graphicx}``; no multirow/siunitx, so it compiles with texlive-latex-base +
 texlive-latex-recommended.
@@ -17,32 +18,24 @@ from pathlib import Path
 import pandas as pd
 
 from results.disclosure import CI_NOTE
+from results.latex_text import LatexLabelError, latex_text, plain_text
 from results.tables import Table
+
+__all__ = ["FORMATS", "PREAMBLE", "LatexLabelError", "cell_text", "latex_document", "latex_text", "plain_caption",
+           "plain_text", "render", "to_csv", "to_frame", "to_latex", "to_markdown", "write"]
 
 FORMATS: tuple[str, ...] = ("latex", "markdown", "csv", "terminal")
 PREAMBLE = r"\usepackage{booktabs}\usepackage{graphicx}"
-_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
-_LATEX_SYMBOLS = [("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"), ("±", r"$\pm$"), ("°", r"$^\circ$"),
-                  ("²", r"$^2$"), ("³", r"$^3$"), ("–", "--"), ("−", "$-$")]
-_DELTA = re.compile(r"ΔT(\d*)")
-
-
-def latex_text(text: object) -> str:
-    """Escape LaTeX specials and typeset the unicode symbols our labels use."""
-    s = "".join(_LATEX_SPECIALS.get(ch, ch) for ch in str(text))
-    s = _DELTA.sub(lambda m: rf"$\Delta_{{T_{{{m.group(1)}}}}}$" if m.group(1) else r"$\Delta_T$", s)
-    for sym, tex in _LATEX_SYMBOLS:
-        s = s.replace(sym, tex)
-    return s
 
 
 def plain_caption(caption: str) -> str:
-    """The LaTeX caption as plain text for Markdown/CSV readers."""
+    """The LaTeX caption as plain text for Markdown/CSV/terminal readers."""
     s = re.sub(r"\$\\Delta_\{T_\{?(\w+)\}?\}\$", r"ΔT_\1", caption)
-    for tex, sym in ((r"$\Delta_T$", "ΔT"), (r"$\pm$", "±"), (r"\%", "%"), (r"\_", "_")):
+    for tex, sym in ((r"$\Delta_T$", "ΔT"), (r"$\pm$", "±"), (r"$\dagger$", "†"), (r"$\times$", "×"),
+                     (r"\%", "%"), (r"\_", "_"), (r"\&", "&"), (r"\#", "#"), (r"\{", "{"), (r"\}", "}"),
+                     (r"\textasciitilde{}", "~"), (r"\^{}", "^"), ("Table~", "Table ")):
         s = s.replace(tex, sym)
-    return s
+    return plain_text(s)
 
 
 # -- cells ------------------------------------------------------------------------------------------
@@ -98,12 +91,16 @@ def cell_text(table: Table, i: int, j: int, fmt: str, marks: pd.DataFrame | None
 
 
 def _row_label(table: Table, label: object, fmt: str) -> object:
-    if isinstance(label, tuple):
-        return tuple(_row_label(table, part, fmt) for part in label[:-1]) + (
-            _row_label(table, label[-1], fmt) if label in table.citations or label[-1] in table.citations
-            else (latex_text(label[-1]) if fmt == "latex" else label[-1]),)
-    text = latex_text(label) if fmt == "latex" else str(label)
+    """A row label typeset for ``fmt``, with ``\\cite`` after its last part when the row cites a method
+    (citations are keyed by the whole label or, in tables with an architecture level, by its last part)."""
     key = table.citations.get(label)
+    if isinstance(label, tuple):
+        key = key or table.citations.get(label[-1])
+        parts = [latex_text(p) if fmt == "latex" else p for p in label]
+        if key and fmt == "latex":
+            parts[-1] = f"{parts[-1]}~\\cite{{{key}}}"
+        return tuple(parts)
+    text = latex_text(label) if fmt == "latex" else str(label)
     return f"{text}~\\cite{{{key}}}" if key and fmt == "latex" else text
 
 
@@ -146,7 +143,7 @@ def to_latex(table: Table, ci: bool = False, std: str = "stacked") -> str:
     """A complete ``table``/``table*`` float (booktabs, multi-level header, caption with the ΔT convention).
 
     ``std``: see :data:`STD_PLACEMENTS`; ``separate`` appends a second float with the stds. Columns are
-    set with ``\tabcolsep`` 3pt, and a table wider than the line is shrunk to it (never enlarged).
+    set with ``\tabcolsep`` 2pt, and a table wider than the line is shrunk to it (never enlarged).
     """
     if std not in STD_PLACEMENTS:
         raise ValueError(f"unknown std placement {std!r} (known: {', '.join(STD_PLACEMENTS)})")
@@ -195,7 +192,7 @@ def _float(env: str, caption: str, label: str, tabular: str) -> str:
         f"% Generated by adapmtl (results.render). Preamble: {PREAMBLE}",
         f"\\begin{{{env}}}[t]",
         "\\centering",
-        "\\setlength{\\tabcolsep}{3pt}",
+        "\\setlength{\\tabcolsep}{2pt}",
         f"\\caption{{{caption}}}",
         f"\\label{{{label}}}",
         # shrink to the line width when too wide, never enlarge a narrow table
@@ -304,7 +301,7 @@ def to_markdown(table: Table, ci: bool = False) -> str:
     for i, r in enumerate(table.values.index):
         r = _with_mark(r, table.row_marks.get(i), "markdown")
         label = list(r) if isinstance(r, tuple) else [r]
-        cells = [str(x) for x in label] + [cell_text(table, i, j, "markdown", marks)
+        cells = [plain_text(x) for x in label] + [cell_text(table, i, j, "markdown", marks)
                                            for j in range(table.values.shape[1])]
         if show_ci:
             cells.append(cis[i])
@@ -355,9 +352,13 @@ def render(table: Table, fmt: str, ci: bool | None = None, std: str = "stacked")
     raise ValueError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
 
 
-def write(table: Table | list[Table], fmt: str, out: str | Path, ci: bool | None = None,
-          std: str = "stacked") -> list[Path]:
-    """Write the table(s) (and, for LaTeX, a ``.bib`` with the cited methods' entries next to it)."""
+def write(table: Table | list[Table], fmt: str, out: str | Path, *, bib: str | Path | None = None,
+          ci: bool | None = None, std: str = "stacked") -> list[Path]:
+    """Write the table(s); for LaTeX, merge the cited methods' BibTeX entries (capitals protected) into
+    ``bib`` — the sweep's one ``.bib`` (:func:`results.bibtex.sweep_bib_path`, what ``adapmtl table``
+    passes) — or, without ``bib``, into a ``.bib`` named like the table."""
+    from results.bibtex import merge_into
+
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tables = table if isinstance(table, list) else [table]
@@ -367,7 +368,7 @@ def write(table: Table | list[Table], fmt: str, out: str | Path, ci: bool | None
         table.bibtex.update(extra.bibtex)
     written = [path]
     if fmt == "latex" and table.bibtex:
-        bib = path.with_suffix(".bib")
-        bib.write_text("\n\n".join(table.bibtex.values()) + "\n", encoding="utf-8")
-        written.append(bib)
+        target = Path(bib) if bib is not None else path.with_suffix(".bib")
+        merge_into(target, table.bibtex)
+        written.append(target)
     return written

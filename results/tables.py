@@ -36,6 +36,15 @@ from results.disclosure import (
     ranking_text,
     seeds_text,
 )
+from results.display_names import (  # noqa: F401  (re-exported: the one display-name mapping)
+    ARCH_LABELS,
+    DATASET_LABELS,
+    METHOD_LABELS,
+    METRIC_LABELS,
+    TASK_LABELS,
+    method_name,
+)
+from results.method_registry import method_metadata, param_defaults
 from results.scores import (
     MissingReferenceError,
     builtin_directions,
@@ -53,24 +62,8 @@ SPARSITY_TOLERANCE = 0.001
 UP, DOWN = "↑", "↓"
 #: the sparsity of the paper's Tables 1–3; the default when a sweep has several covered equally well
 PAPER_SPARSITY = 0.9
-ARCH_LABELS: dict[str, str] = {"resnet34": "DeepLab-ResNet34", "mobilenetv2": "MobileNetV2"}
-DATASET_LABELS: dict[str, str] = {"nyuv2": "NYUv2", "taskonomy": "Tiny-Taskonomy",
-                                  "synthetic_scenes": "synthetic scenes"}
 DT_PREFIX = "dt/"
 
-TASK_LABELS: dict[str, tuple[str, str]] = {  # name → (long, short head label)
-    "segment_semantic": ("Semantic Seg.", "S.S."),
-    "normal": ("Surface Normal", "S.N."),
-    "depth_zbuffer": ("Depth", "D.E."),
-    "keypoints2d": ("Keypoints", "K.P."),
-    "edge_texture": ("Edges", "E.T."),
-}
-METRIC_LABELS: dict[str, str] = {
-    "miou": "mIoU", "pixel_acc": "Acc.", "angle_mean": "Mean", "angle_median": "Med.",
-    "within_11.25": "11.25°", "within_22.5": "22.5°", "within_30": "30°", "within_45": "45°",
-    "abs_err": "Abs.", "rel_err": "Rel.", "delta_1": "1.25", "delta_2": "1.25²", "delta_3": "1.25³",
-    "cosine_similarity": "Cos. sim.", "err": "Err.", "key_err": "Err.", "edge_err": "Err.", "rmse": "RMSE",
-}
 TASK_ORDER: tuple[str, ...] = tuple(TASK_LABELS)
 
 
@@ -144,16 +137,10 @@ class Table:
 
 # -- metadata -------------------------------------------------------------------------------------------
 def method_info(name: str) -> dict[str, Any]:
-    """Display name and citation of a method from the registry metadata (falls back to the name)."""
-    try:
-        from trainers.methods import method_metadata
-
-        meta = dict(method_metadata(name))
-    except Exception:  # registry not importable here (no torch, partial install): cite nothing
-        meta = {}
-    display = meta.get("display_name")
-    if not display or display == name:
-        display = _DEFAULT_DISPLAY.get(name, name)
+    """Display name and citation of a method from the registry metadata (falls back to the name); read
+    through :mod:`results.method_registry`, so a table does not import torch."""
+    meta = method_metadata(name)
+    display = method_name(name)  # the one display-name rule (results.display_names)
     return {
         "display": display,
         "bibtex_key": meta.get("bibtex_key") or None,
@@ -161,10 +148,6 @@ def method_info(name: str) -> dict[str, Any]:
         "title": meta.get("title") or display,
         "year": meta.get("year"),
     }
-
-
-_DEFAULT_DISPLAY = {"dense": "Dense", "adapmtl": "AdapMTL", "snip": "SNIP", "lth": "LTH", "imp": "IMP",
-                    "disparse": "DiSparse"}
 
 
 def method_sort_key(name: str) -> tuple[int, int, str]:
@@ -341,7 +324,7 @@ def _row_label(method: str, variant: Any, is_reference: bool) -> str:
 
 def _cite(table: Table, label: Any, method: str) -> None:
     info = method_info(method)
-    if info["bibtex_key"] and method != S.DENSE_METHOD:
+    if info["bibtex_key"]:  # the dense model too: the paper cites DeepLab [5] in its "Dense Model" row
         table.citations[label] = info["bibtex_key"]
         if info["bibtex"]:
             table.bibtex[info["bibtex_key"]] = info["bibtex"]
@@ -623,6 +606,8 @@ def ablation(df: pd.DataFrame, *, method: str = "adapmtl", dataset: str | None =
     full_pos = [i for i, (_, v) in enumerate(keys_in_order) if (v or "") == full_variant]
     order = [i for i in range(len(labels)) if i not in full_pos] + full_pos
     _reorder(table, order, [labels[i] for i in order], "Variant")
+    for i in full_pos:  # the full method's row cites the method
+        _cite(table, labels[i], method)
     legend = ", ".join(f"T{i}: {task_label(t)}" for i, t in enumerate(task_list, 1)).rstrip(".")
     pct = "" if target is None else f" at {target * 100:g}\\% target sparsity"
     table.caption = _caption(table, f"Ablation of {display} on {_latex_name(dataset)} ({_latex_name(arch)}){pct}. "
@@ -713,13 +698,7 @@ def _short(value: Any) -> str:
 
 
 def _param_defaults(method: str) -> dict[str, str]:
-    try:
-        from trainers.methods import method_class
-
-        params = method_class(method).Params()
-        return {k: str(v) for k, v in params.model_dump(mode="json").items()}
-    except Exception:  # registry unavailable: fall back to the most common value
-        return {}
+    return param_defaults(method)  # {} when the registry is unavailable: the most common value is used
 
 
 # -- cost (Table 4) -------------------------------------------------------------------------------------

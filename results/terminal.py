@@ -56,7 +56,7 @@ def to_terminal(table: Table, width: int | None = None) -> str:
     legend = (plain_caption(table.caption).replace("Bold: ", "*: ").replace("underlined: ", "~: ")
               .replace("bold marks", "* marks"))
     lines.append("")
-    lines.extend(textwrap.wrap(_plain(legend), width=width))
+    lines.extend(textwrap.wrap(legend, width=width))
     return "\n".join(line[:width] for line in lines) + "\n"
 
 
@@ -64,10 +64,3 @@ def _short(col: object) -> str:
     """"ΔT1 ↑" → "ΔT1"; ("Sparsity %", "Overall") → "Spars %"."""
     text = " ".join(str(p) for p in col if str(p)) if isinstance(col, tuple) else str(col)
     return text.replace(" ↑", "").replace(" ↓", "").replace("Sparsity %", "Spars%")
-
-
-def _plain(text: str) -> str:
-    for tex, plain in (("$\\dagger$", "†"), ("$\\times$", "×"), ("$\\theta_{init}$", "θ_init"),
-                       ("$\\lambda$", "λ"), ("$", "")):
-        text = text.replace(tex, plain)
-    return text

@@ -143,3 +143,24 @@ def test_main_experiment_name_is_stable_and_changes_with_what_it_runs():
     assert name() == name()
     assert name(seeds=[0, 1]) != name()
     assert name(train={"iterations": 20}) != name()
+
+
+@pytest.mark.parametrize("algorithm", ["optuna", "random"])
+def test_optuna_feed_gets_a_converted_space_same_samples_no_warning(algorithm, caplog):
+    """Ray Tune warned "You passed a space parameter to OptunaSearch that contained unresolved search space
+    definitions" for every searched group; the feed now converts the space itself, and a seed still samples
+    what the unconverted space sampled."""
+    import logging
+
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = {**SPACE, "lam": tune.loguniform(0.1, 10.0), "rounds": tune.randint(1, 4)}
+    with caplog.at_level(logging.WARNING, logger="ray.tune.search.optuna.optuna_search"):
+        feed = make_feed("g", "r", space, algorithm=algorithm, samples=4, seed=11, mode="max")
+    assert not [r for r in caplog.records if "unresolved search space" in r.getMessage()]
+    sampler_cls = optuna.samplers.TPESampler if algorithm == "optuna" else optuna.samplers.RandomSampler
+    with caplog.at_level(logging.WARNING, logger="ray.tune.search.optuna.optuna_search"):
+        old = OptunaSearch(space=dict(space), metric="objective", mode="max", sampler=sampler_cls(seed=11))
+    assert [r for r in caplog.records if "unresolved search space" in r.getMessage()]  # the old call warned
+    assert [feed.next_params(f"t{i}") for i in range(4)] == [old.suggest(f"t{i}") for i in range(4)]

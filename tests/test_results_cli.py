@@ -56,7 +56,7 @@ def test_plot_sweep_and_allocation(uri, tmp_path):
 def test_errors_are_one_line_exit_2(uri, tmp_path, capsys):
     assert cli.main(["table", "no-such-sweep", "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: no MLflow experiment named 'no-such-sweep'") and err.count("\n") == 1
+    assert err.startswith("adapmtl: error: no MLflow experiment named 'no-such-sweep'") and err.count("\n") == 1
     assert cli.main(["table", SWEEP, "--tracking-uri", f"sqlite:///{tmp_path}/none.db"]) == 2
     assert "no MLflow store" in capsys.readouterr().err
     assert cli.main(["table", SWEEP, "--tracking-uri", uri, "--arch", "vgg"]) == 2
@@ -84,3 +84,40 @@ def test_allocation_plot_defaults_to_the_reported_trial(uri, store, tmp_path):
         assert cli.run_title(row) == "AdapMTL, 90% target sparsity, seed 0"
     finally:
         client.set_tag(worse, "best", "false")
+
+
+def test_out_extension_picks_the_format(uri, tmp_path, capsys):
+    """``--out table.tex`` without ``--format`` writes LaTeX (it used to write Markdown into the .tex)."""
+    for name, marker in (("t.tex", "\\begin{table"), ("t.md", "| Method |"), ("t.csv", "Method,")):
+        out = tmp_path / name
+        assert cli.main(["table", SWEEP, "--tracking-uri", uri, "--arch", "resnet34", "--out", str(out)]) == 0
+        assert marker in out.read_text(), name
+    assert cli.main(["table", SWEEP, "--tracking-uri", uri, "--arch", "resnet34"]) == 0
+    assert capsys.readouterr().out.startswith("**Comparison.**")  # stdout without --format: Markdown
+
+
+def test_conflicting_format_and_unknown_extension_are_one_line_errors(uri, tmp_path, capsys):
+    out = tmp_path / "t.tex"
+    assert cli.main(["table", SWEEP, "--tracking-uri", uri, "--format", "markdown", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("adapmtl: error: --format markdown contradicts --out") and err.count("\n") == 1
+    assert not out.exists()
+    assert cli.main(["table", SWEEP, "--tracking-uri", uri, "--out", str(tmp_path / "t.txt")]) == 2
+    assert "cannot tell the format" in capsys.readouterr().err
+    # an explicit format with an extension that says nothing is the user's choice
+    assert cli.main(["table", SWEEP, "--tracking-uri", uri, "--arch", "resnet34", "--format", "latex",
+                     "--out", str(tmp_path / "t.txt")]) == 0
+    assert "\\begin{table" in (tmp_path / "t.txt").read_text()
+    assert cli.main(["plot", SWEEP, "--tracking-uri", uri, "--out", str(tmp_path / "s.svg")]) == 2
+    assert "use a .png or .pdf name" in capsys.readouterr().err
+
+
+def test_workdir_locates_the_local_store(uri, tmp_path, monkeypatch, capsys):
+    """``--workdir DIR`` reads ``DIR/mlflow.db``, so a sweep is found from any directory without a URI."""
+    from results.schema import sqlite_path
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    workdir = sqlite_path(uri).parent
+    assert cli.main(["table", SWEEP, "--workdir", str(workdir), "--arch", "resnet34"]) == 0
+    assert "| Method |" in capsys.readouterr().out

@@ -153,7 +153,7 @@ def test_budget_and_compute_in_the_caption(tmp_path):
         ("lth", s, 50.0, 0.9, fixed, 200.0) for s in range(3)]
     t = T.comparison(_store(tmp_path, rows), sparsity=0.9)
     assert "Tuning budget per group (unequal)" in t.caption
-    assert "AdapMTL: 16 trials over $\\lambda$, $\\theta_{init}$, window" in t.caption
+    assert "AdapMTL: 16 trials over $\\lambda$, $\\theta$\\_init, window" in t.caption
     assert "LTH: 1 trial (no search)" in t.caption
     assert "LTH 2.0$\\times$" in t.caption
     cost = T.cost(_store(tmp_path / "c", rows, "rank2"))

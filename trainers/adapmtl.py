@@ -198,10 +198,10 @@ class AdapMTL(PruningMethod):
         bibtex_key="xiang2024adapmtl",
         display_name="AdapMTL",
         bibtex=(
-            "@inproceedings{xiang2024adapmtl, title={AdapMTL: Adaptive Pruning Framework for Multitask "
+            "@inproceedings{xiang2024adapmtl, title={{AdapMTL}: Adaptive Pruning Framework for Multitask "
             "Learning Model}, author={Xiang, Mingcan and Tang, Jiaxun and Yang, Qizheng and Guan, Hui and "
-            "Liu, Tongping}, booktitle={Proceedings of the 32nd ACM International Conference on Multimedia "
-            "(MM '24)}, year={2024}}"
+            "Liu, Tongping}, booktitle={Proceedings of the 32nd {ACM} International Conference on Multimedia "
+            "({MM} '24)}, year={2024}, eprint={2408.03913}, archiveprefix={arXiv}}"
         ),
     )
     requires_target: ClassVar[bool] = True

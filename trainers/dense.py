@@ -15,15 +15,17 @@ class Dense(PruningMethod):
     name = "dense"
     Params = DenseParams
     requires_target: ClassVar[bool] = False
+    # The AdapMTL paper cites DeepLab [5] for its dense baseline and its ASPP heads.
     metadata = MethodMetadata(
-        title="Dense multitask model (DeepLab ASPP heads)",
+        title="DeepLab: Semantic Image Segmentation with Deep Convolutional Nets, Atrous Convolution, and Fully "
+              "Connected CRFs",
         year=2017,
         bibtex_key="chen2017deeplab",
         display_name="Dense Model",
         bibtex=(
-            "@article{chen2017deeplab, title={DeepLab: Semantic Image Segmentation with Deep Convolutional "
-            "Nets, Atrous Convolution, and Fully Connected CRFs}, author={Chen, Liang-Chieh and Papandreou, "
-            "George and Kokkinos, Iasonas and Murphy, Kevin and Yuille, Alan L.}, journal={IEEE TPAMI}, "
-            "year={2017}}"
+            "@article{chen2017deeplab, title={{DeepLab}: Semantic Image Segmentation with Deep Convolutional "
+            "Nets, Atrous Convolution, and Fully Connected {CRFs}}, author={Chen, Liang-Chieh and Papandreou, "
+            "George and Kokkinos, Iasonas and Murphy, Kevin and Yuille, Alan L.}, journal={IEEE Transactions on "
+            "Pattern Analysis and Machine Intelligence}, volume={40}, number={4}, pages={834--848}, year={2017}}"
         ),
     )

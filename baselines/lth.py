@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import Field
 
+from trainers import checkpoint
 from trainers.masking import MaskedMethod, global_topk_masks, is_mask_key, keep_count, magnitude_scores
 from trainers.methods import MethodContext, MethodMetadata, MethodParams
 from trainers.sparsity import unwrap
@@ -121,7 +122,7 @@ class LTH(MaskedMethod):
         path = ctx.dense_checkpoint
         if path is None or not Path(path).exists():
             return False
-        saved = torch.load(path, map_location=ctx.device, weights_only=False)
+        saved = checkpoint.load(path, map_location=ctx.device)  # weights_only: a dense file cannot run code
         why = _mismatch(saved, ctx, dense_iters)
         if why:
             log.warning("LTH: not reusing dense checkpoint %s (%s); training the dense phase", path, why)

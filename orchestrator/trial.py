@@ -251,8 +251,9 @@ def _run_engine(job: dict[str, Any], *, report: Any, rank: int, device: Any = No
     if reporter is not None and (workdir / "checkpoint.pt").exists():
         from trainers import checkpoint as ckpt
 
-        step = int(ckpt.load(workdir / "checkpoint.pt").get("step", 0))
-        reporter.set_tags({"resumed_from_step": step})  # visible proof that a retry did not start over
+        with contextlib.suppress(Exception):  # an unreadable checkpoint is refused by the engine, with the reason
+            step = int(ckpt.load(workdir / "checkpoint.pt").get("step", 0))
+            reporter.set_tags({"resumed_from_step": step})  # visible proof that a retry did not start over
 
     def on_validation(step: int, flat: dict[str, float]) -> None:
         obj = objective(flat, cfg.target_sparsity, ctx)
@@ -272,6 +273,9 @@ def _run_engine(job: dict[str, Any], *, report: Any, rank: int, device: Any = No
         # from it and Tune does not retry it. Retries are for dead processes (killed worker, OOM), which
         # never get here.
         kind = "non-finite loss" if isinstance(exc, NonFiniteLossError) else type(exc).__name__
+        # Errors before the engine's loop (a refused checkpoint, unreadable data) leave the run RUNNING.
+        text = str(exc).strip().splitlines()
+        tracking.mark_if_running(ctx.tracking_uri, run_id, "FAILED", f"{kind}: {text[0] if text else ''}")
         m = {"step": cfg.train.iterations, "mlflow_run_id": run_id, "run_key": key, "trial_failed": 1,
              "completed": 1, "failure": f"{kind}: {str(exc)[:300]}"}
         if job["needs_objective"]:

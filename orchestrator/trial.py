@@ -216,6 +216,8 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
             ctx.tracking_uri, ctx.experiment_id, run_key=key, tags=run_tags(cfg, unit, ctx, trial_id),
             run_name=f"{unit.id}-{key[:6]}", parent_run_id=ctx.parent_run_id)
         if final is not None:
+            if final.data.tags.get("group") != unit.id:  # a run tagged before group ids named the dataset
+                tracking.client(ctx.tracking_uri).set_tag(final.info.run_id, "group", unit.id)
             tune.report(_existing_metrics(final, cfg, ctx, needs_objective))
             return
         job = dict(kwargs=cfg.model_dump(mode="json"), run_id=run_id, key=key, workdir=str(workdir),

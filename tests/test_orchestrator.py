@@ -256,7 +256,7 @@ def test_grid_in_the_sweep_tuner_and_asha_in_its_own(tmp_path, algorithm, schedu
         assert all("stopped early by the scheduler" in r.data.tags["failure_reason"] for r in stopped)
     assert sum(r.data.tags.get("best") == "true" for r in ad) == 1
     assert [r.data.tags.get("best") for r in kids if r.data.tags.get("method") == "snip"] == ["true"]
-    own_tuner = wd / "sweeps" / f"tiny-{algorithm}" / "tune" / "adapmtl-resnet34-sp0.5-seed0"
+    own_tuner = wd / "sweeps" / f"tiny-{algorithm}" / "tune" / "adapmtl-synthetic_scenes-resnet34-sp0.5-seed0"
     assert own_tuner.is_dir() == (scheduler == "asha")
 
 

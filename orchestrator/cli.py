@@ -45,14 +45,14 @@ def _params(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from orchestrator.signals import EXIT_SIGINT, EXIT_SIGTERM, Terminated
+    from orchestrator.signals import EXIT_SIGINT, EXIT_SIGTERM, is_sigterm
     from orchestrator.sweep_lock import SweepBusy
 
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): runs are KILLED and resumable
         print(f"adapmtl: {_one_line(exc) if str(exc).strip() else 'interrupted'}", file=sys.stderr)
-        return EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT
+        return EXIT_SIGTERM if is_sigterm(exc) else EXIT_SIGINT
     except (ValueError, FileNotFoundError, ConnectionError, SweepBusy) as exc:
         print(f"adapmtl: error: {_one_line(exc)}", file=sys.stderr)
         return 2

@@ -66,7 +66,7 @@ def owner_is_dead(temp_dir: Path) -> int | None:
     return pid
 
 
-def _processes_using(path: Path) -> list[int]:
+def processes_using(path: Path) -> list[int]:
     """Our user's processes that name ``path`` on their command line, or hold a file under it open."""
     prefix = str(path) + os.sep
     me, uid, out = os.getpid(), os.getuid(), []
@@ -118,7 +118,7 @@ def clean_dead_drivers(root: str | Path = "/tmp") -> list[Cleaned]:
         pid = owner_is_dead(temp_dir)
         if pid is None:
             continue
-        pids = _processes_using(temp_dir)
+        pids = processes_using(temp_dir)
         _stop(pids)
         shutil.rmtree(temp_dir, ignore_errors=True)
         cleaned.append(Cleaned(str(temp_dir), pid, len(pids)))

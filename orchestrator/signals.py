@@ -23,9 +23,21 @@ class Terminated(KeyboardInterrupt):
     """The driver received SIGTERM."""
 
 
+#: Set once SIGTERM arrived. Ray's blocking calls (``ray.get`` inside Tune) catch a ``KeyboardInterrupt``
+#: raised by a signal handler and re-raise a plain ``KeyboardInterrupt``, so the exception's type alone
+#: cannot tell SIGTERM from Ctrl-C.
+_received = {"sigterm": False}
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
+    _received["sigterm"] = True
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the bookkeeping short
     raise Terminated("terminated (SIGTERM)")
+
+
+def is_sigterm(exc: BaseException) -> bool:
+    """Whether ``exc`` (a KeyboardInterrupt) stands for a SIGTERM rather than a Ctrl-C."""
+    return isinstance(exc, Terminated) or (isinstance(exc, KeyboardInterrupt) and _received["sigterm"])
 
 
 def install() -> None:

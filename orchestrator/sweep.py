@@ -133,7 +133,7 @@ def _run(plan: Plan, paths: SweepPaths, session: Any, meaning: str, *, tracking_
         _phase_scheduled(plan, session, base_ctx, later, paths.read_state(), paths)
         outcome = _finish(plan, outcome)
     except BaseException as exc:
-        from orchestrator.signals import Terminated
+        from orchestrator.signals import is_sigterm
 
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         text = str(exc).strip().splitlines()
@@ -144,7 +144,7 @@ def _run(plan: Plan, paths: SweepPaths, session: Any, meaning: str, *, tracking_
             if r.info.status == "RUNNING":
                 tracking.mark_if_running(tracking_uri, r.info.run_id, "KILLED", f"sweep interrupted ({status.lower()})")
         if isinstance(exc, KeyboardInterrupt):
-            how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+            how = "terminated (SIGTERM)" if is_sigterm(exc) else "interrupted"
             exc.args = (f"sweep {spec.name} {how}: its runs are marked KILLED; `adapmtl resume {spec.name}` "
                         "continues it",)
         raise

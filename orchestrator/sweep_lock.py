@@ -92,7 +92,7 @@ class ClusterLock:
         import ray
 
         actor_name = f"adapmtl-sweep:{name}"
-        holder_cls = ray.remote(num_cpus=0, max_restarts=0)(_Holder)
+        holder_cls = ray.remote(num_cpus=0, max_restarts=0)(_holder_class())
         try:
             self.actor = holder_cls.options(name=actor_name, namespace=NAMESPACE).remote(_me())
         except ValueError:  # the name is taken: another live driver's actor
@@ -106,14 +106,18 @@ class ClusterLock:
             ray.kill(self.actor)
 
 
-class _Holder:
-    """The actor that holds a sweep's name on the cluster; it only remembers who holds it."""
+def _holder_class() -> type:
+    """The actor class that holds a sweep's name on the cluster; it only remembers who holds it. Defined in a
+    function so that Ray ships it by value: the cluster needs nothing of this package to run it."""
 
-    def __init__(self, holder: dict[str, Any]) -> None:
-        self.holder = holder
+    class SweepHolder:
+        def __init__(self, holder: dict[str, Any]) -> None:
+            self.holder = holder
 
-    def info(self) -> dict[str, Any]:
-        return self.holder
+        def info(self) -> dict[str, Any]:
+            return self.holder
+
+    return SweepHolder
 
 
 def _current_holder(actor_name: str) -> str:

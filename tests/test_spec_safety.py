@@ -117,3 +117,34 @@ def test_stored_spec_round_trips_to_the_same_meaning(tmp_path):
     spec = _spec(train={**TINY["train"], "lr": 0.002})
     (tmp_path / "s.yaml").write_text(dump_spec(spec))
     assert differences(meaning(load_spec(tmp_path / "s.yaml")), meaning(spec)) == []
+
+
+def test_a_changed_spec_is_refused_against_the_stored_spec_or_the_parent_run(tmp_path):
+    """Real sqlite MLflow: the sweep dir's spec.yaml, or (another work dir sharing the store) the parent
+    run's ``spec_meaning`` tag, is what a spec under the same name is compared with."""
+    from orchestrator import tracking
+    from orchestrator.paths import SweepPaths
+    from orchestrator.spec import dump_spec
+    from orchestrator.spec_change import MEANING_TAG, meaning_json
+    from orchestrator.sweep import check_unchanged
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.check_reachable(uri)
+    old = _spec()
+    changed = _spec(dataset__name="nyuv2")
+    extended = _spec(seeds=[0, 1, 2])
+
+    here = SweepPaths(tmp_path / "here", old.name).ensure()
+    here.spec.write_text(dump_spec(old))
+    with pytest.raises(SpecError, match=r'already exists with another meaning .*spec\.yaml\): dataset\.name: '
+                                        r'"synthetic_scenes" → "nyuv2"'):
+        check_unchanged(changed, here, uri)
+    assert check_unchanged(extended, here, uri) == meaning_json(extended)
+
+    exp = tracking.ensure_experiment(uri, old.name)
+    parent = tracking.get_or_create_parent(uri, exp, old.name, {})
+    tracking.client(uri).set_tag(parent, MEANING_TAG, meaning_json(old))
+    elsewhere = SweepPaths(tmp_path / "elsewhere", old.name).ensure()  # no spec.yaml in this work dir
+    with pytest.raises(SpecError, match=f"MLflow parent run {parent}"):
+        check_unchanged(changed, elsewhere, uri)
+    check_unchanged(extended, elsewhere, uri)

@@ -34,7 +34,7 @@ def _env() -> dict[str, str]:
 @pytest.mark.integration
 def test_first_time_processes_do_not_race_on_a_fresh_sqlite_store(tmp_path):
     """Two processes open one new store at the same instant (after importing everything): both succeed."""
-    for attempt in range(2):
+    for attempt in range(1):  # the unlocked store lost this race 5 times in 5 (issue 13)
         uri = f"sqlite:///{tmp_path / f'a{attempt}' / 'mlflow.db'}"
         go = tmp_path / f"go{attempt}"
         ready = [tmp_path / f"ready{attempt}-{i}" for i in range(2)]

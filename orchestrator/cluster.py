@@ -143,9 +143,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
                        num_cpus=res.get("CPU", cpus), num_gpus=res.get("GPU", 0), temp_dir=temp_dir)
     if address != "auto":
         enable_token_auth_if_available()
-    target = address if address != "auto" else os.environ.get("RAY_ADDRESS")
-    if target and target != "auto":
-        ray_probe.probe(target)  # one bounded call: a wrong port, token or host fails here in seconds
+    if address != "auto":  # "auto" = inside a Ray Job: Ray itself set RAY_ADDRESS (and the credentials)
+        ray_probe.probe(address)  # one bounded call: a wrong port, token or host fails here in seconds
     try:
         ray.init(address=address, **common)
     except Exception as exc:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from trainers import checkpoint
 from trainers.masking import is_mask_key
 from trainers.methods import MethodContext
 from trainers.sparsity import unwrap
@@ -41,7 +42,7 @@ def dense_weights_for(ctx: MethodContext, dense_iters: int, who: str) -> dict[st
     path = ctx.dense_checkpoint
     if path is None or not Path(path).exists():
         return None
-    saved = torch.load(path, map_location=ctx.device, weights_only=False)
+    saved = checkpoint.load(path, map_location=ctx.device)  # weights_only: a dense file cannot run code
     why = _mismatch(saved, ctx, dense_iters)
     if why:
         log.warning("%s: not reusing dense checkpoint %s (%s); training the dense phase", who, path, why)

@@ -87,11 +87,15 @@ def _params(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from orchestrator.signals import EXIT_SIGINT, EXIT_SIGTERM, is_sigterm
+    from orchestrator.sweep_lock import SweepBusy
+
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return error("interrupted", code=130)
-    except (ValueError, FileNotFoundError, ConnectionError) as exc:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): runs are KILLED and resumable
+        return error(_one_line(exc) if str(exc).strip() else "interrupted",
+                     code=EXIT_SIGTERM if is_sigterm(exc) else EXIT_SIGINT)
+    except (ValueError, FileNotFoundError, ConnectionError, SweepBusy) as exc:
         return error(_one_line(exc), code=EXIT_BAD_INPUT)
     except Exception as exc:
         return error(f"{type(exc).__name__}: {_one_line(exc)}", code=1)

@@ -7,10 +7,24 @@ other unless every start names its address: the embedded instance is therefore a
 Token authentication (on by default for local clusters in recent Ray): Ray auto-enables it only when it
 finds the cluster itself; for an explicit address or a Jobs client we enable it whenever a token is
 available (``~/.ray/auth_token`` or ``RAY_AUTH_TOKEN``), unless ``RAY_AUTH_MODE`` is set explicitly.
+
+Loopback only: the embedded Ray is one node that no other machine needs to reach, so every server of it
+(GCS, raylet, object manager, workers' and the driver's core-worker gRPC, dashboard agent, runtime-env agent,
+metrics) listens on 127.0.0.1. Ray 2.60 binds those to the node IP, and ``ray.init(_node_ip_address=
+"127.0.0.1")`` alone is not enough: ``ray.init`` passes a loopback address through
+``services.resolve_ip_for_localhost``, which replaces it with the host's routable address unless Ray's
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` switch (``ray_constants.ENABLE_RAY_CLUSTER``) is off, that is unless
+multi-node clusters are disabled. We turn it off for the start of the embedded Ray (the env var is
+inherited by the processes Ray spawns, the module constant covers a ``ray`` imported earlier) and pass
+127.0.0.1. Only an explicit ``--address`` cluster listens beyond loopback, as its operator configured it.
+
+Before ``ray.init(address=...)`` the address is probed with one bounded gRPC call (``orchestrator.ray_probe``):
+Ray's own retries take minutes on a port that is open but not Ray.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -18,12 +32,18 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+LOOPBACK = "127.0.0.1"
+#: Ray's switch for multi-node clusters (``ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR``); off = loopback node IP.
+_CLUSTERS_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+#: Where embedded Rays get their (short: Unix socket paths are limited) temp dirs.
+TEMP_ROOT = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
 #: Source packages a Ray Job needs (the runtime_env working_dir is staged from these, not the whole repo).
 PACKAGES = ("orchestrator", "trainers", "baselines", "search_spaces", "results")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +90,10 @@ class Session:
             ray.shutdown()
         if self.temp_dir and not os.environ.get("ADAPMTL_KEEP_RAY_TMP"):
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+        elif self.temp_dir:  # kept for debugging: without an owner it is never cleaned up automatically
+            from orchestrator.leftovers import OWNER_FILE
+
+            Path(self.temp_dir, OWNER_FILE).unlink(missing_ok=True)
 
 
 def resolve_address(cli_address: str | None, spec_address: str | None) -> str | None:
@@ -90,22 +114,37 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
     """
     import ray
 
+    from orchestrator import leftovers, ray_probe
+
+    for c in leftovers.clean_dead_drivers(TEMP_ROOT):
+        print(f"adapmtl: cleaned up after a dead driver (pid {c.owner_pid}): {c.processes} leftover Ray "
+              f"process(es), {c.temp_dir}", file=sys.stderr, flush=True)
     env_vars = {k: os.environ[k] for k in ("MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY",
                                            "ADAPMTL_FAULT_KILL_AT_STEP", "OMP_NUM_THREADS") if k in os.environ}
     common: dict[str, Any] = dict(log_to_driver=bool(os.environ.get("ADAPMTL_RAY_LOGS")),
                                   logging_level="WARNING", ignore_reinit_error=True)
     if address is None or address == "local":
-        temp_dir = tempfile.mkdtemp(prefix="adapmtl-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
+        temp_dir = tempfile.mkdtemp(prefix=leftovers.TEMP_PREFIX, dir=TEMP_ROOT)
+        leftovers.write_owner(temp_dir)
         cpus = num_cpus or os.cpu_count() or 1
-        ray.init(address="local", num_cpus=cpus, num_gpus=num_gpus, _temp_dir=temp_dir,
-                 include_dashboard=dashboard,
-                 **(dict(dashboard_host="127.0.0.1", dashboard_port=free_port()) if dashboard else {}),
-                 runtime_env={"env_vars": env_vars} if env_vars else None, **common)
+        try:
+            with loopback_only():
+                ray.init(address="local", num_cpus=cpus, num_gpus=num_gpus, _temp_dir=temp_dir,
+                         _node_ip_address=LOOPBACK, include_dashboard=dashboard,
+                         **(dict(dashboard_host=LOOPBACK, dashboard_port=free_port()) if dashboard else {}),
+                         runtime_env={"env_vars": env_vars} if env_vars else None, **common)
+        except BaseException:
+            if ray.is_initialized():
+                ray.shutdown()
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            raise
         res = ray.cluster_resources()
         return Session(address=ray.get_runtime_context().gcs_address, embedded=True,
                        num_cpus=res.get("CPU", cpus), num_gpus=res.get("GPU", 0), temp_dir=temp_dir)
     if address != "auto":
         enable_token_auth_if_available()
+    if address != "auto":  # "auto" = inside a Ray Job: Ray itself set RAY_ADDRESS (and the credentials)
+        ray_probe.probe(address)  # one bounded call: a wrong port, token or host fails here in seconds
     try:
         ray.init(address=address, **common)
     except Exception as exc:
@@ -113,6 +152,24 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
         raise ConnectionError(f"cannot connect to Ray at {address}: {first}") from None
     res = ray.cluster_resources()
     return Session(address=address, embedded=False, num_cpus=res.get("CPU", 0), num_gpus=res.get("GPU", 0))
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """While an embedded Ray starts: let a loopback node IP through ``ray.init`` (see the module docstring)."""
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(_CLUSTERS_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_CLUSTERS_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_CLUSTERS_ENV, None)
+        else:
+            os.environ[_CLUSTERS_ENV] = saved_env
 
 
 # -- Ray Jobs ------------------------------------------------------------------------------------------

@@ -97,9 +97,14 @@ class ReferenceCheck:
     run_keys: dict[str, str] = field(default_factory=dict)  # reference id -> run_key
 
     def problem(self, ref_id: str, error: bool) -> str | None:
-        if error:
-            return "its trial errored"
+        """Why the reference cannot serve (the reason MLflow recorded, when there is one), or None."""
         run = tracking.find_run(self.tracking_uri, self.experiment_id, {"run_key": self.run_keys[ref_id]})
+        if run is not None and run.info.status in ("FAILED", "KILLED"):
+            reason = run.data.tags.get("failure_reason", "").strip().splitlines()
+            if reason:
+                return f"failed: {reason[0][:300]}"
+        if error:
+            return "its trial errored (no reason was recorded in MLflow)"
         if run is None or run.info.status != "FINISHED":
             return "did not finish"
         zeros = zero_metrics(tracking.reference_metrics(run))

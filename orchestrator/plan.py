@@ -28,7 +28,7 @@ class Reference:
 
 @dataclass(frozen=True)
 class Group:
-    """One Tune search: a method at one sparsity on one (arch, seed)."""
+    """One Tune search: a method at one sparsity on one (dataset, arch, seed)."""
 
     id: str
     method: str
@@ -166,7 +166,7 @@ def build_plan(spec: SweepSpec) -> Plan:
             kwargs = _run_config_kwargs(spec, arch, seed, "dense", spec.methods.get("dense", _empty()).params,
                                         None)
             cfg = _validated(kwargs, f"reference {arch} seed {seed}")
-            references.append(Reference(id=f"dense-{arch}-seed{seed}", arch=arch, seed=seed, config=kwargs,
+            references.append(Reference(id=reference_id(spec, arch, seed), arch=arch, seed=seed, config=kwargs,
                                         run_key=cfg.run_key()))
 
     groups: list[Group] = []
@@ -210,10 +210,10 @@ def build_plan(spec: SweepSpec) -> Plan:
                     _validated(kwargs, f"methods.{entry}")
                     base = _run_config_kwargs(spec, arch, seed, method, fixed, sparsity)
                     groups.append(Group(
-                        id=f"{entry.replace('@', '.')}-{arch}-sp{_fmt_sparsity(sparsity)}-seed{seed}",
+                        id=f"{entry.replace('@', '.')}-{spec.dataset.name}-{arch}-sp{_fmt_sparsity(sparsity)}-seed{seed}",
                         method=method, arch=arch, sparsity=sparsity, seed=seed, base=base, space=space,
                         entry=entry, label=mspec.label or variant or None,
-                        samples=samples if space else 1, reference_id=f"dense-{arch}-seed{seed}",
+                        samples=samples if space else 1, reference_id=reference_id(spec, arch, seed),
                         grid=spec.search.algorithm == "grid",
                     ))
     return Plan(spec=spec, references=references, groups=groups, warnings=_equivalent_entries(spec))
@@ -246,6 +246,12 @@ def _equivalent_entries(spec: SweepSpec) -> list[str]:
         else:
             seen[key] = entry
     return out
+
+
+def reference_id(spec: SweepSpec, arch: str, seed: int) -> str:
+    """Ids name the dataset too (``dense-nyuv2-resnet34-seed0``, ``snip-nyuv2-resnet34-sp0.9-seed0``): a
+    group id is the MLflow ``group`` tag, and runs of one group on two datasets must never look alike."""
+    return f"dense-{spec.dataset.name}-{arch}-seed{seed}"
 
 
 def _empty() -> Any:

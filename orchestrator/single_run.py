@@ -146,16 +146,18 @@ def run(args: argparse.Namespace) -> int:
     run_id = tracking.create_run(uri, exp, run_name=f"{config.method}-{config.model.arch}-{key[:6]}", tags=tags)
     print(f"run {run_id} → {uri} (experiment {args.experiment!r})", file=sys.stderr)
 
-    import signal
-
-    def _terminate(signum, frame):  # SIGTERM → KeyboardInterrupt, so the run is marked KILLED, not left RUNNING
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
+    from orchestrator import signals
     from trainers.engine import train as train_run
     from trainers.reporting import MLflowReporter
 
-    result = train_run(config, MLflowReporter(uri, run_id), workdir=workdir / "runs" / key, resume=True)
+    try:  # SIGTERM → KeyboardInterrupt: the run is marked KILLED, not left RUNNING (exit 143)
+        with signals.sigterm_as_interrupt():
+            result = train_run(config, MLflowReporter(uri, run_id), workdir=workdir / "runs" / key, resume=True)
+    except BaseException as exc:  # errors before the engine's loop (a refused checkpoint, bad data) included
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        text = str(exc).strip().splitlines()
+        tracking.mark_if_running(uri, run_id, status, f"{type(exc).__name__}: {text[0] if text else ''}")
+        raise
     print(json.dumps({"run_id": run_id, "test": result.test, "sparsity": result.sparsity,
                       "seconds_per_step": round(result.seconds_per_step, 4)}, indent=2))
     return 0

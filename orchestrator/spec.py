@@ -7,6 +7,7 @@ naming the offending key; the CLI turns it into exit code 2.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -25,7 +26,8 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: pydantic would otherwise coerce "inf"/"nan" strings into floats
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DatasetSpec(_Strict):
@@ -228,10 +230,30 @@ def _one_line_validation(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def non_finite(data: Any, path: str = "") -> str | None:
+    """The dotted path of the first inf/nan float anywhere in ``data`` (YAML ``.inf``/``.nan``), or None.
+
+    Checked on the raw data, so free-form sections (``train``, method parameters, search spaces, dataset
+    options) are covered as well as typed fields: a non-finite learning rate or bound only shows up as a
+    NaN loss, hours later.
+    """
+    if isinstance(data, float) and not math.isfinite(data):
+        return path or "value"
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        found = non_finite(value, f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
+
+
 def parse_spec(data: Any, source: str = "spec") -> SweepSpec:
     """Structure-level validation (types, ranges, empty grids); names are checked by ``orchestrator.plan``."""
     if not isinstance(data, dict):
         raise SpecError(f"{source}: expected a YAML mapping at the top level")
+    bad = non_finite(data)
+    if bad:
+        raise SpecError(f"{source}: {bad}: must be a finite number (inf and nan are not allowed)")
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
@@ -249,9 +271,25 @@ def load_spec(path: str | os.PathLike[str]) -> SweepSpec:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        first = str(exc).strip().splitlines()
-        raise SpecError(f"{p}: invalid YAML: {' '.join(first[:2])}") from None
+        raise SpecError(f"{p}: invalid YAML {yaml_error_text(exc)}") from None
     return parse_spec(data, str(p))
+
+
+def yaml_error_text(exc: Exception) -> str:
+    """One line with the real location of a YAML error: the problem's mark (where parsing failed), not the
+    context's (where the enclosing block began, often line 1), e.g. ``at line 4, column 2: expected ...``."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if not problem or mark is None:
+        lines = str(exc).strip().splitlines()
+        return f": {lines[0] if lines else type(exc).__name__}"
+    text = f"at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and cmark is not None and (cmark.line, cmark.column) != (mark.line, mark.column):
+        text += f" ({context} that starts at line {cmark.line + 1}, column {cmark.column + 1})"
+    elif context:
+        text += f" ({context})"
+    return text
 
 
 def dump_spec(spec: SweepSpec) -> str:

@@ -34,6 +34,7 @@ from orchestrator import tracking
 from orchestrator.paths import SweepPaths
 from orchestrator.plan import Group, Plan
 from orchestrator.spec import SweepSpec, dump_spec
+from orchestrator.spec_change import MEANING_TAG
 from orchestrator.trial import TrialContext, Unit
 from search_spaces import describe, to_tune
 
@@ -52,6 +53,20 @@ class SweepOutcome:
     best: dict[str, dict[str, Any]] = field(default_factory=dict)  # group -> {run_id, objective, test_delta_t}
     seconds: float = 0.0
     paths: SweepPaths | None = None
+    #: planned references/groups without a reported run -> the reason MLflow recorded (exit code != 0)
+    unreported: dict[str, str] = field(default_factory=dict)
+
+    def unreported_line(self) -> str:
+        """One line: how many planned units produced nothing, grouped by their recorded reason."""
+        by_reason: dict[str, list[str]] = {}
+        for unit, why in self.unreported.items():
+            by_reason.setdefault(why, []).append(unit)
+        parts = []
+        for why, units in by_reason.items():
+            shown = ", ".join(units[:3]) + (f" and {len(units) - 3} more" if len(units) > 3 else "")
+            parts.append(f"{shown}: {why}")
+        return (f"sweep {self.name}: {len(self.unreported)} planned reference(s)/group(s) produced no reported "
+                f"run: {'; '.join(parts)}")
 
 
 def _log(msg: str) -> None:
@@ -60,56 +75,122 @@ def _log(msg: str) -> None:
 
 def run_sweep(plan: Plan, *, workdir: Path, tracking_uri: str, address: str | None = None,
               storage: str | None = None) -> SweepOutcome:
-    """Run (or continue) the sweep of ``plan``; returns a summary. Validation must have happened already."""
+    """Run (or continue) the sweep of ``plan``; returns a summary. Validation must have happened already.
+
+    Order matters for failing loudly and leaving nothing half-done: the sweep's driver lock and the
+    spec-change check come first (nothing is written before them), then Ray (a bounded connect), and only
+    then the MLflow parent run, inside the ``try`` that marks it KILLED/FAILED on every failure path.
+    """
+    from orchestrator import cluster, signals, sweep_lock
+
     t0 = time.monotonic()
     spec = plan.spec
     paths = SweepPaths(workdir, spec.name).ensure()
+    local_lock = sweep_lock.LocalLock(paths.root, spec.name)  # a second driver of this sweep stops here
+    session = cluster_lock = None
+    try:
+        with signals.sigterm_as_interrupt():
+            meaning = check_unchanged(spec, paths, tracking_uri)
+            session = cluster.connect(address, spec.ray.num_cpus, dashboard=spec.ray.dashboard)
+            signals.install()  # ray.init replaced our SIGTERM handler with its own
+            if not session.embedded:
+                cluster_lock = sweep_lock.ClusterLock(spec.name)
+            return _run(plan, paths, session, meaning, tracking_uri=tracking_uri, address=address,
+                        storage=storage, workdir=workdir, t0=t0)
+    finally:
+        if cluster_lock is not None:
+            cluster_lock.release()
+        if session is not None:
+            session.close()
+        local_lock.release()
+
+
+def _run(plan: Plan, paths: SweepPaths, session: Any, meaning: str, *, tracking_uri: str, address: str | None,
+         storage: str | None, workdir: Path, t0: float) -> SweepOutcome:
+    spec = plan.spec
     paths.spec.write_text(dump_spec(spec))
     exp_id = tracking.ensure_experiment(tracking_uri, spec.name)
     parent = tracking.get_or_create_parent(tracking_uri, exp_id, spec.name, _parent_params(plan))
-    from orchestrator.sweep_report import log_spec
-
-    log_spec(tracking_uri, parent, paths.spec)  # the MLflow UI shows what ran (orchestrator.sweep_report)
-    state = paths.read_state()
-    state.update(name=spec.name, tracking_uri=tracking_uri, experiment_id=exp_id, parent_run_id=parent,
-                 address=address, storage=storage, workdir=str(workdir))
-    state.setdefault("done_groups", [])
-    paths.write_state(state)
-    _log(f"sweep {spec.name}: {plan.n_trials} trial(s); MLflow {tracking_uri} (experiment {exp_id}, "
-         f"parent run {parent})")
-
-    from orchestrator import cluster
-
-    session = cluster.connect(address, spec.ray.num_cpus, dashboard=spec.ray.dashboard)
-    outcome = SweepOutcome(spec.name, tracking_uri, exp_id, parent, paths=paths)
-    git = tracking.git_sha()
-    store = paths.storage(storage or spec.ray.storage)
+    c = tracking.client(tracking_uri)
     try:
+        from orchestrator.sweep_report import log_spec
+
+        log_spec(tracking_uri, parent, paths.spec)  # the MLflow UI shows what ran (orchestrator.sweep_report)
+        if len(meaning) <= _MEANING_TAG_MAX:
+            c.set_tag(parent, MEANING_TAG, meaning)
+        state = paths.read_state()
+        state.update(name=spec.name, tracking_uri=tracking_uri, experiment_id=exp_id, parent_run_id=parent,
+                     address=address, storage=storage, workdir=str(workdir))
+        state.setdefault("done_groups", [])
+        paths.write_state(state)
+        _log(f"sweep {spec.name}: {plan.n_trials} trial(s); MLflow {tracking_uri} (experiment {exp_id}, "
+             f"parent run {parent})")
+        outcome = SweepOutcome(spec.name, tracking_uri, exp_id, parent, paths=paths)
+        store = paths.storage(storage or spec.ray.storage)
         _log(f"Ray: {'embedded' if session.embedded else 'cluster'} at {session.address} "
              f"({session.num_cpus:g} CPU, {session.num_gpus:g} GPU)"
              + (f", temp dir {session.temp_dir}" if session.temp_dir else ""))
         base_ctx = dict(sweep=spec.name, tracking_uri=tracking_uri, experiment_id=exp_id, parent_run_id=parent,
-                        runs_dir=str(paths.runs), storage=store, git_sha=git)
+                        runs_dir=str(paths.runs), storage=store, git_sha=tracking.git_sha())
         later = _phase_main(plan, session, base_ctx, state, paths)
         _phase_scheduled(plan, session, base_ctx, later, paths.read_state(), paths)
         outcome = _finish(plan, outcome)
     except BaseException as exc:
-        c = tracking.client(tracking_uri)
+        from orchestrator.signals import is_sigterm
+
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        text = str(exc).strip().splitlines()
         c.set_tag(parent, "status", status.lower())
-        c.set_tag(parent, "failure_reason", f"{type(exc).__name__}: {str(exc)[:500]}")
+        c.set_tag(parent, "failure_reason", f"{type(exc).__name__}: {(text[0] if text else '')[:500]}")
         c.set_terminated(parent, status=status)
         for r in tracking.children(tracking_uri, exp_id, parent):  # `resume` reopens and continues them
             if r.info.status == "RUNNING":
                 tracking.mark_if_running(tracking_uri, r.info.run_id, "KILLED", f"sweep interrupted ({status.lower()})")
+        if isinstance(exc, KeyboardInterrupt):
+            how = "terminated (SIGTERM)" if is_sigterm(exc) else "interrupted"
+            exc.args = (f"sweep {spec.name} {how}: its runs are marked KILLED; `adapmtl resume {spec.name}` "
+                        "continues it",)
         raise
-    finally:
-        session.close()
     outcome.seconds = time.monotonic() - t0
     state = paths.read_state()
-    state.update(done=True, finished=outcome.finished, failed=outcome.failed, seconds=round(outcome.seconds, 1))
+    state.update(done=not outcome.unreported, finished=outcome.finished, failed=outcome.failed,
+                 seconds=round(outcome.seconds, 1))
     paths.write_state(state)
     return outcome
+
+
+#: The MLflow tag value limit is 8000 characters; a longer meaning is only compared through spec.yaml.
+_MEANING_TAG_MAX = 7500
+
+
+def check_unchanged(spec: SweepSpec, paths: SweepPaths, tracking_uri: str) -> str:
+    """Refuse a spec whose meaning differs from the one this sweep name already ran with; returns the
+    spec's meaning (JSON). Compared against ``sweeps/<name>/spec.yaml``, or else the parent run's
+    ``spec_meaning`` tag (another work dir sharing the tracking store)."""
+    from orchestrator.spec import SpecError, load_spec
+    from orchestrator.spec_change import differences, meaning, meaning_json
+
+    new = meaning(spec)
+    old: dict[str, Any] | None = None
+    where = str(paths.spec)
+    if paths.spec.is_file():
+        try:
+            old = meaning(load_spec(paths.spec))
+        except SpecError as exc:
+            raise SpecError(f"sweep {spec.name}: its stored spec cannot be read to compare ({exc}); give this "
+                            "spec a new name (`name:` or --name)") from None
+    else:
+        exp = tracking.client(tracking_uri).get_experiment_by_name(spec.name)
+        run = tracking.find_run(tracking_uri, exp.experiment_id, {"role": tracking.ROLE_SWEEP, "sweep": spec.name}) \
+            if exp is not None else None
+        if run is not None and run.data.tags.get(MEANING_TAG):
+            old, where = json.loads(run.data.tags[MEANING_TAG]), f"MLflow parent run {run.info.run_id}"
+    diffs = differences(old, new) if old is not None else []
+    if diffs:
+        raise SpecError(f"sweep {spec.name} already exists with another meaning ({where}): {'; '.join(diffs)}. "
+                        "Its runs would be merged with these: give this spec a new name (`name:` or --name), "
+                        "or restore those values (adding seeds, sparsities, architectures or methods is fine)")
+    return meaning_json(spec)
 
 
 def _parent_params(plan: Plan) -> dict[str, Any]:
@@ -402,12 +483,57 @@ def _finish(plan: Plan, outcome: SweepOutcome) -> SweepOutcome:
     from orchestrator.sweep_report import log_summary
 
     log_summary(uri, parent, kids, outcome.best)  # counts and best ΔT per group as parent-run metrics
+    outcome.unreported = _unreported(plan, uri, exp, kids)
     c = tracking.client(uri)
     c.set_tag(parent, "n_finished", str(outcome.finished))
     c.set_tag(parent, "n_failed", str(outcome.failed))
+    if outcome.unreported:  # something planned has no result: the sweep did not do its job
+        c.set_tag(parent, "n_unreported", str(len(outcome.unreported)))
+        c.set_tag(parent, "failure_reason", outcome.unreported_line()[:5000])
+        c.set_tag(parent, "status", "failed")
+        c.set_terminated(parent, status="FAILED")
+        return outcome
+    for key in ("n_unreported", "failure_reason"):
+        if key in c.get_run(parent).data.tags:
+            c.delete_tag(parent, key)
     c.set_tag(parent, "status", "finished")
     c.set_terminated(parent, status="FINISHED")
     return outcome
+
+
+def _unreported(plan: Plan, uri: str, exp: str, kids: list) -> dict[str, str]:
+    """Planned references without a finished run and groups without a reported (``best``) run, each with
+    the reason MLflow recorded: its reference's problem, its trials' failure reason, or that none ran."""
+    from orchestrator.feeds import ReferenceCheck
+
+    check = ReferenceCheck(uri, exp, {r.id: r.run_key for r in plan.references})
+    by_key = {r.data.tags.get("run_key"): r for r in kids}
+    out: dict[str, str] = {}
+    ref_problem: dict[str, str] = {}
+    for ref in plan.references:
+        why = check.problem(ref.id, error=False)
+        if why is None:
+            continue
+        ref_problem[ref.id] = why
+        run = by_key.get(ref.run_key)
+        if run is None or run.info.status != "FINISHED":
+            out[ref.id] = why
+    by_group: dict[str, list] = {}
+    for r in kids:
+        by_group.setdefault(r.data.tags.get("group", ""), []).append(r)
+    for g in plan.groups:
+        runs = by_group.get(g.id, [])
+        if any(r.data.tags.get("best") == "true" for r in runs):
+            continue
+        if g.reference_id in ref_problem:
+            out[g.id] = f"its reference {g.reference_id} {ref_problem[g.reference_id]}"
+        elif runs:
+            reasons = [r.data.tags["failure_reason"].strip().splitlines()[0][:300] for r in runs
+                       if r.data.tags.get("failure_reason", "").strip()]
+            out[g.id] = f"none of its {len(runs)} trial(s) finished ({reasons[0] if reasons else 'no reason recorded'})"
+        else:
+            out[g.id] = "no trial ran"
+    return out
 
 
 def summary_table(outcome: SweepOutcome) -> str:

@@ -27,6 +27,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", default=None, help="Ray address of an existing cluster (default: embedded)")
     p.add_argument("--storage", default=None, help="Tune/Train storage: local dir or pyarrow URI")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan, run nothing")
+    p.add_argument("--name", default=None, help="run the spec under this sweep name instead of its `name`")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("submit", help="submit a sweep to a Ray cluster as a Ray Job",
@@ -81,6 +82,8 @@ def prepare(spec_path: str, args: argparse.Namespace, *, state: dict[str, Any] |
 
     state = state or {}
     spec = specmod.load_spec(spec_path)
+    if getattr(args, "name", None):  # a new name for a changed spec (see orchestrator.spec_change)
+        spec = specmod.parse_spec({**spec.model_dump(mode="json"), "name": args.name}, "--name")
     plan = build_plan(spec)
     if not dry_run:  # --dry-run prints them with the plan
         for warning in plan.warnings:
@@ -121,6 +124,9 @@ def _execute(plan: Any, workdir: Path, uri: str, address: str | None, storage: s
     print(summary_table(outcome))
     print(f"sweep {outcome.name}: {outcome.finished} run(s) finished, {outcome.failed} failed in "
           f"{outcome.seconds:.0f} s; MLflow {uri} (experiment {outcome.name!r})", file=sys.stderr)
+    if outcome.unreported:  # a planned group without a result is a failed sweep, whatever else finished
+        print(f"adapmtl: error: {outcome.unreported_line()}", file=sys.stderr)
+        return 1
     return 0
 
 

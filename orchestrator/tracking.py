@@ -54,19 +54,15 @@ def client(uri: str):
 
 
 def check_reachable(uri: str) -> None:
-    """Fail early, in one line, when the tracking store cannot be reached.
+    """Fail early, in one line and in seconds, when the tracking store cannot be reached.
 
-    For a fresh sqlite store this also runs the schema migration, once, in the calling process: several
-    trial processes migrating the same new database at once race ("duplicate column name").
+    A bounded probe (one request, no retries) for servers; for a fresh sqlite store this also runs the schema
+    migration, once, under a file lock (``orchestrator.store``): processes creating the same new database at
+    once race ("duplicate column name", "_alembic_tmp_latest_metrics already exists").
     """
-    import logging
+    from orchestrator.store import probe
 
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables..."
-    try:
-        client(uri).search_experiments(max_results=1)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConnectionError(f"MLflow tracking store {uri} is unreachable: {first[:200]}") from None
+    probe(uri)
 
 
 class StoreMovedError(ValueError):

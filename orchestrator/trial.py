@@ -225,6 +225,8 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
             ctx.tracking_uri, ctx.experiment_id, run_key=key, tags=run_tags(cfg, unit, ctx, trial_id),
             run_name=f"{unit.id}-{key[:6]}", parent_run_id=ctx.parent_run_id)
         if final is not None:
+            if final.data.tags.get("group") != unit.id:  # a run tagged before group ids named the dataset
+                tracking.client(ctx.tracking_uri).set_tag(final.info.run_id, "group", unit.id)
             tune.report(_existing_metrics(final, cfg, ctx, needs_objective))
             return
         job = dict(kwargs=cfg.model_dump(mode="json"), run_id=run_id, key=key, workdir=str(workdir),
@@ -261,7 +263,9 @@ def _run_engine(job: dict[str, Any], *, report: Any, rank: int, device: Any = No
     if rank == 0 and (workdir / "checkpoint.pt").exists():
         from trainers import checkpoint as ckpt
 
-        step = int(ckpt.load(workdir / "checkpoint.pt").get("step", 0))
+        step = 0
+        with contextlib.suppress(Exception):  # an unreadable checkpoint is refused by the engine, with the reason
+            step = int(ckpt.load(workdir / "checkpoint.pt").get("step", 0))
         resumed["resumed_from_step"] = step
         if restore_checkpoint is not None or job.get("fresh_start"):
             # a checkpoint this Train run wrote itself: Ray Train restarted the worker group
@@ -288,6 +292,9 @@ def _run_engine(job: dict[str, Any], *, report: Any, rank: int, device: Any = No
         # from it and Tune does not retry it. Retries are for dead processes (killed worker, OOM), which
         # never get here.
         kind = "non-finite loss" if isinstance(exc, NonFiniteLossError) else type(exc).__name__
+        # Errors before the engine's loop (a refused checkpoint, unreadable data) leave the run RUNNING.
+        text = str(exc).strip().splitlines()
+        tracking.mark_if_running(ctx.tracking_uri, run_id, "FAILED", f"{kind}: {text[0] if text else ''}")
         m = {"step": cfg.train.iterations, "mlflow_run_id": run_id, "run_key": key, "trial_failed": 1,
              "completed": 1, "failure": f"{kind}: {str(exc)[:300]}"}
         if job["needs_objective"]:

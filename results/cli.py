@@ -121,6 +121,10 @@ def _collect(args: argparse.Namespace) -> Any:
     from results.collect import collect
 
     uri = _uri(args)
+    if uri.startswith(("http://", "https://")):  # a local store is checked (never created) by collect
+        from orchestrator.store import probe
+
+        probe(uri)  # one bounded request: a dead server fails in seconds, not after MLflow's minutes of retries
     df = collect(args.sweep, tracking_uri=uri, filter_string=args.filter, use_cache=not args.no_cache)
     if df.empty:
         raise ValueError(f"sweep {args.sweep!r} has no runs")

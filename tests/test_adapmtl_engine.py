@@ -69,8 +69,8 @@ def test_resume_reproduces_thresholds_and_beta(tmp_path, make_config, on_target)
     assert not partial.completed
     resumed = train(cfg, None, workdir=tmp_path / "parts", resume=True)
     assert resumed.completed
-    a = torch.load(tmp_path / "full" / "final.pt", weights_only=False)
-    b = torch.load(tmp_path / "parts" / "final.pt", weights_only=False)
+    a = torch.load(tmp_path / "full" / "final.pt", weights_only=True)
+    b = torch.load(tmp_path / "parts" / "final.pt", weights_only=True)
     assert a["model"].keys() == b["model"].keys()
     theta_keys = [k for k in a["model"] if k.startswith("soft_thresholds.")]
     assert theta_keys

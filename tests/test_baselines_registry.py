@@ -110,8 +110,8 @@ def test_resume_matches_uninterrupted(tmp_path, name: str, params: dict) -> None
     train(cfg, None, workdir=tmp_path / "full")
     train(cfg, None, workdir=tmp_path / "parts", stop_at=4)
     train(cfg, None, workdir=tmp_path / "parts", resume=True)
-    a = torch.load(tmp_path / "full" / "final.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "parts" / "final.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "full" / "final.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "parts" / "final.pt", weights_only=True)["model"]
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)

@@ -48,8 +48,8 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, make_config):
     partial = train(cfg, None, workdir=parts, stop_at=4)
     assert not partial.completed and (parts / "checkpoint.pt").exists()
     train(cfg, None, workdir=parts, resume=True)
-    a = torch.load(full / "final.pt", weights_only=False)["model"]
-    b = torch.load(parts / "final.pt", weights_only=False)["model"]
+    a = torch.load(full / "final.pt", weights_only=True)["model"]
+    b = torch.load(parts / "final.pt", weights_only=True)["model"]
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)

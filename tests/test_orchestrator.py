@@ -6,9 +6,9 @@ temp dir), so a killed driver or worker is a real killed process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -63,11 +63,19 @@ def write(tmp: Path, spec: dict) -> Path:
 
 
 def runs_of(workdir: Path, name: str) -> list:
+    """Runs of the sweep ``name``; a store that does not exist yet has none (and is not created here: a test
+    polling while a driver creates the store would race its schema migration)."""
     from mlflow.tracking import MlflowClient
 
-    c = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
-    exp = c.get_experiment_by_name(name)
-    return [] if exp is None else c.search_runs([exp.experiment_id], max_results=1000)
+    from orchestrator.store import creation_lock
+
+    db = workdir / "mlflow.db"
+    if not db.exists():
+        return []
+    with creation_lock(db):
+        c = MlflowClient(tracking_uri=f"sqlite:///{db}")
+        exp = c.get_experiment_by_name(name)
+        return [] if exp is None else c.search_runs([exp.experiment_id], max_results=1000)
 
 
 def check_sweep(runs: list, name: str, n_children: int) -> tuple:
@@ -152,7 +160,10 @@ def test_torchtrainer_path_two_workers_resumes_a_killed_worker(tmp_path):
 
 @pytest.mark.integration
 def test_killed_driver_then_resume_finishes_without_duplicates(tmp_path):
-    """SIGKILL the whole driver (and its embedded Ray) during the Optuna search, then `adapmtl resume`."""
+    """SIGKILL the driver alone during the Optuna search, then `adapmtl resume`: it first cleans up what the
+    dead driver's embedded Ray left (agents still running, its temp dir), then finishes the sweep."""
+    from orchestrator.leftovers import processes_using
+
     train = dict(TINY_TRAIN, iterations=40, val_every=10, checkpoint_every=10, log_every=10)
     spec = write(tmp_path, tiny_spec("tiny-resume", {"dense": {}, "adapmtl": {"search": "default", "samples": 2}},
                                      [0.5], train=train))
@@ -161,8 +172,8 @@ def test_killed_driver_then_resume_finishes_without_duplicates(tmp_path):
     with open(tmp_path / "driver.log", "w") as log:
         driver = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True)
-        deadline = time.monotonic() + 300
         try:
+            deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
                 if driver.poll() is not None:
                     pytest.fail("driver ended before it could be killed:\n" + (tmp_path / "driver.log").read_text())
@@ -172,19 +183,21 @@ def test_killed_driver_then_resume_finishes_without_duplicates(tmp_path):
                 time.sleep(2)
             else:
                 pytest.fail("no trial reported in time")
-        finally:
-            os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started
+            driver.kill()  # SIGKILL to the driver alone: its embedded Ray cannot clean up after it
             driver.wait()
-    time.sleep(2)
-    before = runs_of(wd, "tiny-resume")
-    assert any(r.info.status == "RUNNING" for r in before)  # really interrupted
-
-    # the killed driver could not remove its embedded Ray's temp dir: remove it (ours, named in its log)
-    for line in (tmp_path / "driver.log").read_text().splitlines():
-        if ", temp dir /tmp/adapmtl-ray-" in line:
-            shutil.rmtree(line.rsplit("temp dir ", 1)[1].strip(), ignore_errors=True)
-    proc = adapmtl("resume", "tiny-resume", "--workdir", str(wd), cwd=tmp_path)
+            time.sleep(2)
+            before = runs_of(wd, "tiny-resume")
+            assert any(r.info.status == "RUNNING" for r in before)  # really interrupted
+            temp_dir = next(line.rsplit("temp dir ", 1)[1].strip() for line in
+                            (tmp_path / "driver.log").read_text().splitlines() if ", temp dir " in line)
+            assert Path(temp_dir).is_dir()  # left behind ...
+            proc = adapmtl("resume", "tiny-resume", "--workdir", str(wd), cwd=tmp_path)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(driver.pid, signal.SIGKILL)  # whatever of the first driver's session is left
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"cleaned up after a dead driver (pid {driver.pid})" in proc.stderr and temp_dir in proc.stderr
+    assert not Path(temp_dir).exists() and not processes_using(Path(temp_dir))  # ... and cleaned by resume
     assert "continuing its Tune experiment" in proc.stderr  # Tuner.restore kept the search's state
     after = runs_of(wd, "tiny-resume")
     parent, kids = check_sweep_resumed(after)
@@ -277,7 +290,7 @@ def test_grid_in_the_sweep_tuner_and_asha_in_its_own(tmp_path, algorithm, schedu
         assert all("stopped early by the scheduler" in r.data.tags["failure_reason"] for r in stopped)
     assert sum(r.data.tags.get("best") == "true" for r in ad) == 1
     assert [r.data.tags.get("best") for r in kids if r.data.tags.get("method") == "snip"] == ["true"]
-    own_tuner = wd / "sweeps" / f"tiny-{algorithm}" / "tune" / "adapmtl-resnet34-sp0.5-seed0"
+    own_tuner = wd / "sweeps" / f"tiny-{algorithm}" / "tune" / "adapmtl-synthetic_scenes-resnet34-sp0.5-seed0"
     assert own_tuner.is_dir() == (scheduler == "asha")
 
 
@@ -289,8 +302,14 @@ def test_a_reference_that_died_is_retrained_by_resume_and_its_groups_run(tmp_pat
                                      resources={"max_failures": 0}))
     wd = tmp_path / "wd"
     first = adapmtl("run", str(spec), "--workdir", str(wd), cwd=tmp_path, ADAPMTL_FAULT_KILL_AT_STEP="4")
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == 1, first.stderr[-3000:]  # planned groups produced nothing: a failed sweep
     assert "did not finish (their groups did not run)" in first.stderr
+    last = first.stderr.strip().splitlines()[-1]
+    assert last.startswith("adapmtl: error: sweep tiny-refdied: 2 planned reference(s)/group(s) produced no "
+                           "reported run: "), last
+    assert "snip-synthetic_scenes-resnet34-sp0.5-seed0: its reference dense-synthetic_scenes-resnet34-seed0 " in last
+    parent = next(r for r in runs_of(wd, "tiny-refdied") if r.data.tags.get("role") == "sweep")
+    assert parent.info.status == "FAILED" and parent.data.tags["failure_reason"] in last
     assert not [r for r in runs_of(wd, "tiny-refdied") if r.data.tags.get("method") == "snip"]
 
     again = adapmtl("resume", "tiny-refdied", "--workdir", str(wd), cwd=tmp_path)

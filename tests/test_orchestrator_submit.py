@@ -23,18 +23,11 @@ from orchestrator.cluster import free_port
 
 
 def _cluster_processes(temp_dir: str) -> list[int]:
-    """PIDs whose command line names the cluster's own temp dir (Linux /proc; psutil is not a dependency)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if temp_dir in cmdline and int(entry.name) != os.getpid():
-            out.append(int(entry.name))
-    return out
+    """PIDs that name the cluster's own temp dir on their command line or hold a file in it open (the
+    dashboard and runtime-env agents rename themselves ``ray::...`` but keep their logs there)."""
+    from orchestrator.leftovers import processes_using
+
+    return processes_using(Path(temp_dir))
 
 
 def _stop_cluster(temp_dir: str) -> None:

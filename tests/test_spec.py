@@ -108,7 +108,8 @@ def test_dry_run_prints_the_plan(tmp_path, capsys):
     assert main(["run", str(spec), "--dry-run", "--workdir", str(tmp_path / "wd")]) == 0
     out = capsys.readouterr().out
     assert "1 reference(s), 4 group(s), 5 trial(s)" in out
-    for g in ("snip-resnet34-sp0.5-seed0", "imp-resnet34-sp0.9-seed0", "dense-resnet34-seed0"):
+    for g in ("snip-synthetic_scenes-resnet34-sp0.5-seed0", "imp-synthetic_scenes-resnet34-sp0.9-seed0",
+              "dense-synthetic_scenes-resnet34-seed0"):
         assert g in out
     assert not (tmp_path / "wd" / "mlflow.db").exists()  # a dry run creates no store
 
@@ -119,7 +120,8 @@ def test_plan_expands_grid_and_search():
     data = _set(TINY, "methods.imp", {"search": space, "samples": 3, "prune_fraction_per_round": 0.3})
     data["seeds"] = [0, 1]
     plan = build_plan(parse_spec(data))
-    assert [r.id for r in plan.references] == ["dense-resnet34-seed0", "dense-resnet34-seed1"]
+    assert [r.id for r in plan.references] == ["dense-synthetic_scenes-resnet34-seed0",
+                                                "dense-synthetic_scenes-resnet34-seed1"]
     assert len(plan.groups) == 2 * 2 * 2
     imp = [g for g in plan.groups if g.method == "imp"]
     # a parameter fixed in the spec is not searched

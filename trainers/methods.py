@@ -36,7 +36,7 @@ METHOD_REGISTRY: dict[str, str] = {
 class MethodParams(BaseModel):
     """Base of every method's parameter class: typed, validated, unknown keys rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # inf/nan: one clear error
 
 
 @dataclass(frozen=True)

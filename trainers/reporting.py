@@ -123,6 +123,12 @@ class MLflowReporter:
 
     The run is created by the caller (the orchestrator creates it nested under the sweep's parent run, so
     identity and nesting are decided in one place); the reporter only writes to it.
+
+    A resumed run replays the steps between its last checkpoint and the point where the previous attempt
+    died, and those steps' points are already in MLflow: a point whose step is not past the last one logged
+    for its key is such a replay and is not logged again (the resumed run is the same trajectory, so the
+    first attempt's value stands). The same rule drops a key logged twice at one step (``sparsity/*`` by both
+    the training log and a validation at that step), so a metric's history never has a step twice.
     """
 
     def __init__(self, tracking_uri: str, run_id: str) -> None:
@@ -130,6 +136,18 @@ class MLflowReporter:
 
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.run_id = run_id
+        self._logged_through: dict[str, int] | None = None  # key -> last step logged (MLflow's, then ours)
+
+    def _already_logged(self) -> dict[str, int]:
+        """Last logged step per key of a reopened run (nothing for a fresh run: one request)."""
+        if self._logged_through is None:
+            keys = list(self.client.get_run(self.run_id).data.metrics)
+            self._logged_through = {}
+            for key in keys:
+                history = self.client.get_metric_history(self.run_id, key)
+                if history:
+                    self._logged_through[key] = max(m.step for m in history)
+        return self._logged_through
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -148,7 +166,11 @@ class MLflowReporter:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(float(v))]
+        done = self._already_logged()
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if math.isfinite(float(v)) and step > done.get(k, -1)]
+        for m in batch:
+            done[m.key] = step
         for i in range(0, len(batch), 1000):
             self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
 

@@ -74,7 +74,8 @@ def _config(args: argparse.Namespace, method: str, seed: int, sparsity: float | 
     return {"data": {"name": "synthetic_scenes", "resolution": args.resolution, "tasks": args.tasks,
                      "options": {"n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
                                  **({"class_set": args.class_set} if args.class_set != "full" else {})}},
-            "model": {"arch": "resnet34", "width": args.width}, "train": train, "method": method,
+            "model": {"arch": "resnet34", "width": args.width, "dropout": args.dropout}, "train": train,
+            "method": method,
             "method_params": params, "target_sparsity": sparsity, "seed": seed}
 
 
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--width", type=float, default=0.0625)
+    p.add_argument("--dropout", type=float, default=0.5, help="ASPP dropout (the official 0.5 by default)")
     p.add_argument("--iterations", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)

@@ -75,12 +75,12 @@ def test_iterative_schedule_prunes_then_retrains_each_round() -> None:
     method.setup(ctx)
     total = method.masks.total
     rounds = len(method.schedule)
-    assert rounds == 11 and method.round_iterations == 2  # ceil(20 / 11)
+    assert rounds == 11 and method.round_iterations == 1  # ceil(20 / 22)
     # one dense phase of the full budget, then one retraining phase per intermediate round
-    assert [n for n, _ in phases] == [20] + [2] * (rounds - 1)
+    assert [n for n, _ in phases] == [20] + [1] * (rounds - 1)
     assert [z for _, z in phases] == [0] + [total - k for k in method.schedule[:-1]]
     assert zero_total(model) == total - keep_count(total, 0.9)  # the last round ends at the target exactly
-    assert ctx.compute.setup_steps == 20 + 2 * (rounds - 1)
+    assert ctx.compute.setup_steps == 20 + 1 * (rounds - 1)
     run_loop(method, ctx)  # the final retraining: the mask stays fixed
     assert zero_total(model) == total - keep_count(total, 0.9)
     assert method.extra_artifacts()["dense_source"] == "trained"

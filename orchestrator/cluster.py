@@ -127,6 +127,10 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
         temp_dir = tempfile.mkdtemp(prefix=leftovers.TEMP_PREFIX, dir=TEMP_ROOT)
         leftovers.write_owner(temp_dir)
         cpus = num_cpus or os.cpu_count() or 1
+        # Token auth stays on (Ray's default for a new local cluster, token created if missing); saying so
+        # explicitly is what keeps Ray from warning about its default on every start. A user's own
+        # RAY_AUTH_MODE (e.g. "disabled") wins.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
         try:
             with loopback_only():
                 ray.init(address="local", num_cpus=cpus, num_gpus=num_gpus, _temp_dir=temp_dir,

@@ -112,7 +112,8 @@ def test_run_tiny_sweep_tracks_everything_and_survives_a_killed_worker(tmp_path)
     proc = adapmtl("run", str(spec), "--workdir", str(wd), cwd=tmp_path, ADAPMTL_FAULT_KILL_AT_STEP="4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(f"sweep wall time {time.monotonic() - t0:.0f} s")
-    assert "done 5/5" in proc.stderr  # the live status line: one Tuner for the reference and the 4 trials
+    assert "5/5 trials" in proc.stderr  # the live status line: one Tuner for the reference and the 4 trials
+    assert "Token authentication is enabled" not in proc.stderr  # auth on, without Ray's warning
     # the retried worker failure is one line, not Tune's ActorDiedError traceback
     # ("after step 3" when the driver had seen the trial's step-3 report before the kill, which is a race)
     assert re.search(r"worker died( after step 3)?, retrying from checkpoint \(retry 1 of \d+\)", proc.stderr), \

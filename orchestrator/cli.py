@@ -93,8 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): runs are KILLED and resumable
-        return error(_one_line(exc) if str(exc).strip() else "interrupted",
-                     code=EXIT_SIGTERM if is_sigterm(exc) else EXIT_SIGINT)
+        # an interruption the user asked for is not an error: no "error:" prefix, still one line
+        print(f"adapmtl: {_one_line(exc) if str(exc).strip() else 'interrupted'}", file=sys.stderr, flush=True)
+        return EXIT_SIGTERM if is_sigterm(exc) else EXIT_SIGINT
     except (ValueError, FileNotFoundError, ConnectionError, SweepBusy) as exc:
         return error(_one_line(exc), code=EXIT_BAD_INPUT)
     except Exception as exc:

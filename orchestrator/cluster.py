@@ -25,6 +25,7 @@ Ray's own retries take minutes on a port that is open but not Ray.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shlex
 import shutil
@@ -104,6 +105,23 @@ def resolve_address(cli_address: str | None, spec_address: str | None) -> str | 
     return None
 
 
+class _DropDefaultTokenWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+@contextlib.contextmanager
+def _quiet_default_token_warning() -> Iterator[None]:
+    """Drop only Ray's "token authentication is enabled (by default)" notice during ``ray.init``."""
+    log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    flt = _DropDefaultTokenWarning()
+    log.addFilter(flt)
+    try:
+        yield
+    finally:
+        log.removeFilter(flt)
+
+
 def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None, *,
             dashboard: bool = False) -> Session:
     """Connect to ``address`` or start an embedded local Ray sized to this machine.
@@ -127,12 +145,12 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
         temp_dir = tempfile.mkdtemp(prefix=leftovers.TEMP_PREFIX, dir=TEMP_ROOT)
         leftovers.write_owner(temp_dir)
         cpus = num_cpus or os.cpu_count() or 1
-        # Token auth stays on (Ray's default for a new local cluster, token created if missing); saying so
-        # explicitly is what keeps Ray from warning about its default on every start. A user's own
-        # RAY_AUTH_MODE (e.g. "disabled") wins.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        # Token auth stays on (Ray's default for a new local cluster: it creates ~/.ray/auth_token if
+        # missing). Ray warns about that default on every start; the warning is dropped, the behaviour kept.
+        # Setting RAY_AUTH_MODE here instead would not do: Ray caches its config at import, so the driver
+        # would skip creating the token while the GCS it spawns demands one (fails on a fresh machine).
         try:
-            with loopback_only():
+            with loopback_only(), _quiet_default_token_warning():
                 ray.init(address="local", num_cpus=cpus, num_gpus=num_gpus, _temp_dir=temp_dir,
                          _node_ip_address=LOOPBACK, include_dashboard=dashboard,
                          **(dict(dashboard_host=LOOPBACK, dashboard_port=free_port()) if dashboard else {}),

@@ -59,7 +59,17 @@ SHORT_SETUP: dict[str, dict[str, Any]] = {"lth": {"dense_iterations": 2, "reuse_
                                           "disparse": {"variant": "dynamic"}}
 #: ``name[variant]`` → (registered method, extra params): AdapMTL once its mask is fixed (θ_init high enough
 #: that the 90 % target is reached at the first step; from then on Ŵ = mask ⊙ W).
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"adapmtl[mask-fixed]": ("adapmtl", {"theta_init": 0.0})}
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"adapmtl[mask-fixed]": ("adapmtl", {"theta_init": 0.0}),
+                                                   "adapmtl[per-layer]": ("adapmtl", {})}
+
+
+def _per_layer(model: nn.Module) -> None:
+    """AdapMTL without the fused group nodes: every layer evaluates its own soft threshold (round 2's path)."""
+    model.soft_thresholds.fused = False
+
+
+#: ``name[variant]`` → a change applied to the model after the method's setup (same maths, another code path).
+AFTER_SETUP: dict[str, Callable[[nn.Module], None]] = {"adapmtl[per-layer]": _per_layer}
 
 
 @dataclass
@@ -165,6 +175,8 @@ def build_arm(name: str, shape: Shape, batches: list[dict[str, torch.Tensor]], d
                         workdir=workdir / name, seed=0)
     (workdir / name).mkdir(parents=True, exist_ok=True)
     method.setup(ctx)
+    if name in AFTER_SETUP:
+        AFTER_SETUP[name](model)
     optimizer = make_optimizer(model.parameters())
     if hasattr(method, "bind_optimizer"):  # the engine hands the run's optimizer over after setup
         method.bind_optimizer(optimizer)

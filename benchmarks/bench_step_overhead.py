@@ -142,7 +142,7 @@ def build_arm(name: str, shape: Shape, batches: list[dict[str, torch.Tensor]], d
         return {t: task.loss(outputs[t].float(), batch) for t, task in tasks.items()}
 
     def make_optimizer(p: Any) -> torch.optim.Optimizer:  # the engine's optimizer (official Adam settings)
-        return torch.optim.Adam(p, lr=1e-3, betas=(0.5, 0.999), weight_decay=1e-4)
+        return torch.optim.Adam(p, lr=1e-3, betas=(0.5, 0.999), weight_decay=1e-4, foreach=True)
 
     def make_scheduler(opt: torch.optim.Optimizer) -> Any:
         return torch.optim.lr_scheduler.StepLR(opt, step_size=4000, gamma=0.5)

@@ -43,8 +43,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["CPU_SCALAR_ALPHA", "BufferPool", "GroupLayout", "count_kept", "flat_in_layout", "fused_soft_threshold", "group_layout"]
 
-#: On the CPU, read α on the host and threshold with ``softshrink`` (one pass). Tests turn it off to run the
-#: accelerator code path (tensor α, no host read) on the CPU.
+#: On the CPU, read α on the host and threshold with scalar clamp bounds, layer by layer into the group's
+#: buffer. Tests and the host-sync benchmark turn it off to run the accelerator code path (tensor α, no host
+#: read) on the CPU.
 CPU_SCALAR_ALPHA = True
 
 #: float32 counts integers exactly below 2^24: ``dot(s, s)`` of a chunk at most this long is exact.
@@ -155,9 +156,9 @@ class _GroupSoftThresholdFn(torch.autograd.Function):
     """``S(W_l, α)`` (⊙ mask) for every layer ``l`` of one threshold group, as one autograd node.
 
     Every weight-sized result is written into a flat buffer of the group (no concatenation copies on the
-    CPU path): the forward's ``Ŵ`` by one ``softshrink(out=)`` per layer, the backward's ``∂L/∂W`` by one
-    ``softshrink_backward(out=)`` per layer; ``sign``, the two dots and the mask are then one op over the
-    whole group.
+    CPU path): the forward's ``Ŵ`` by ``clamp(out=)`` + ``sub(out=)`` per layer, the backward's ``∂L/∂W`` by
+    one ``softshrink_backward(out=)`` per layer; ``sign``, the two dots and the mask are then one op over
+    the whole group.
     """
 
     @staticmethod

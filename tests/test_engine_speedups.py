@@ -133,3 +133,34 @@ def test_training_imports_no_torchvision():
             "print(any(m == 'torchvision' or m.startswith('torchvision.') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("p", [0.5, 0.3])
+def test_fast_dropout_equals_nn_dropout_bit_for_bit(p):
+    from trainers.models.dropout import Dropout
+
+    x = torch.randn(4, 16, 5, 5, requires_grad=True)
+    g = torch.randn(4, 16, 5, 5)
+    outs = []
+    for module in (torch.nn.Dropout(p), Dropout(p)):
+        torch.manual_seed(21)
+        y = module(x)
+        (grad,) = torch.autograd.grad(y, x, g)
+        outs.append((y.detach(), grad, torch.rand(3)))  # the generator is left where nn.Dropout leaves it
+    for a, b in zip(*outs, strict=True):
+        assert torch.equal(_bits(a), _bits(b))
+    assert 0 < int((outs[0][0] == 0).sum()) < x.numel()
+
+
+def test_fast_dropout_falls_back_where_the_draws_differ(monkeypatch):
+    import trainers.models.dropout as dmod
+
+    calls = []
+    monkeypatch.setattr(dmod, "replicates_bernoulli", lambda n, keep: calls.append(n) or False)
+    x = torch.randn(3, 7)
+    torch.manual_seed(5)
+    a = dmod.Dropout(0.5)(x)
+    torch.manual_seed(5)
+    b = torch.nn.Dropout(0.5)(x)
+    assert calls == [21] and torch.equal(a, b)
+    assert torch.equal(dmod.Dropout(0.5).eval()(x), x)

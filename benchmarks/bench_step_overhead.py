@@ -440,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true",
                         help="also the full-size DeepLab-ResNet34 at 321×321, batch 16 (CUDA only)")
     parser.add_argument("--cpu", action="store_true", help="force the CPU-sized runs onto the CPU")
+    parser.add_argument("--only-full", action="store_true", help="skip the CPU-sized runs (with --full)")
     parser.add_argument("--target-ratio", type=float, default=1.10)
     args = parser.parse_args(argv)
 
@@ -451,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     small_device = torch.device("cuda") if cuda and not args.cpu else torch.device("cpu")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for arch in args.arch:
+        for arch in [] if args.only_full else args.arch:
             shape = Shape(arch, args.width, args.resolution, args.batch)
             res = measure(shape, args.methods, small_device, rounds=args.rounds, block=args.block,
                           warmup=args.warmup, target=args.target, log_every=args.log_every, workdir=Path(tmp),

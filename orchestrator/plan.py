@@ -91,12 +91,13 @@ class Plan:
             "phase 1 (dense references):",
         ]
         lines[1:1] = [f"warning: {w}" for w in self.warnings]
+        w = max([len(r.id) for r in self.references] + [len(g.id) for g in self.groups] + [20])
         for ref in self.references:
-            lines.append(f"  {ref.id:<40} run_key {ref.run_key}")
+            lines.append(f"  {ref.id:<{w}} run_key {ref.run_key}")
         lines.append("phase 2 (groups):")
         for g in self.groups:
             what = f"{g.budget} trial(s) over {', '.join(sorted(g.space))}" if g.searched else "1 trial (fixed)"
-            lines.append(f"  {g.id:<40} {what}")
+            lines.append(f"  {g.id:<{w}} {what}")
         return "\n".join(lines)
 
 

@@ -588,10 +588,11 @@ def _unreported(plan: Plan, uri: str, exp: str, kids: list) -> dict[str, str]:
 
 
 def summary_table(outcome: SweepOutcome) -> str:
-    rows = [f"{'group':<44} {'val objective':>13} {'test ΔT':>9} {'sparsity':>9}"]
+    w = max([len(g) for g in outcome.best] + [20])
+    rows = [f"{'group':<{w}} {'val objective':>13} {'test ΔT':>9} {'sparsity':>9}"]
     for g, b in sorted(outcome.best.items()):
         def f(v: Any, fmt: str) -> str:
             return format(v, fmt) if isinstance(v, int | float) else "-"
-        rows.append(f"{g:<44} {f(b['objective'], '+13.2f')} {f(b['test_delta_t'], '+9.2f')} "
+        rows.append(f"{g:<{w}} {f(b['objective'], '+13.2f')} {f(b['test_delta_t'], '+9.2f')} "
                     f"{f(b['sparsity'], '9.3f')}")
     return "\n".join(rows)

@@ -114,14 +114,16 @@ def _is_local(address: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 
 
-def _execute(plan: Any, workdir: Path, uri: str, address: str | None, storage: str | None) -> int:
+def _execute(plan: Any, workdir: Path, uri: str, address: str | None, storage: str | None,
+             summary: bool = True) -> int:
     from orchestrator.sweep import run_sweep, summary_table
 
     outcome = run_sweep(plan, workdir=workdir, tracking_uri=uri, address=address, storage=storage)
     from orchestrator.sweep_report import export_results
 
     export_results(outcome.name, uri, outcome.parent_run_id, SweepPaths(workdir, outcome.name).results)
-    print(summary_table(outcome))
+    if summary:
+        print(summary_table(outcome))
     print(f"sweep {outcome.name}: {outcome.finished} run(s) finished, {outcome.failed} failed in "
           f"{outcome.seconds:.0f} s; MLflow {uri} (experiment {outcome.name!r})", file=sys.stderr)
     if outcome.unreported:  # a planned group without a result is a failed sweep, whatever else finished
@@ -230,10 +232,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"sweep {name}: {'done' if done else 'in progress or interrupted'} · "
           f"finished {total['FINISHED']} · running {total['RUNNING']} · failed {total['FAILED']} · "
           f"killed {total['KILLED']}")
-    print(f"{'group':<44} {'fin':>4} {'run':>4} {'fail':>4} {'kill':>4} {'best test ΔT':>13}")
+    w = max([len(n) for n in groups] + [20])
+    print(f"{'group':<{w}} {'fin':>4} {'run':>4} {'fail':>4} {'kill':>4} {'best test ΔT':>13}")
     for gname, g in sorted(groups.items()):
         best = f"{g['best']:+13.2f}" if isinstance(g["best"], float) else f"{'-':>13}"
-        print(f"{gname:<44} {g['FINISHED']:>4} {g['RUNNING']:>4} {g['FAILED']:>4} {g['KILLED']:>4} {best}")
+        print(f"{gname:<{w}} {g['FINISHED']:>4} {g['RUNNING']:>4} {g['FAILED']:>4} {g['KILLED']:>4} {best}")
     return 0
 
 
@@ -266,7 +269,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     args.address = None
     plan, workdir, uri, address = prepare(args.spec, args)
     print(plan.describe(), file=sys.stderr)
-    rc = _execute(plan, workdir, uri, address, None)
+    rc = _execute(plan, workdir, uri, address, None, summary=False)
     if rc:
         return rc
     _results(plan.spec.name, SweepPaths(workdir, plan.spec.name), uri)
@@ -275,28 +278,16 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def _results(name: str, paths: SweepPaths, uri: str) -> None:
-    """The comparison table (+ LaTeX, + sweep plot) through the results verbs, when they are installed."""
-    from orchestrator.cli import build_parser
+    """The compact comparison for the terminal (≤ 100 columns); the full tables and figures were exported
+    to the sweep's results directory by ``run`` (``orchestrator.sweep_report``): their paths are listed."""
+    from results import render, tables
+    from results.collect import collect
 
-    parser = build_parser()
-    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    if "table" not in verbs:
-        print("(results not installed: `adapmtl table` is unavailable; runs are in MLflow)", file=sys.stderr)
-        return
-    os.environ["MLFLOW_TRACKING_URI"] = uri  # the results verbs resolve the store like we do
-    # the compact table fits the terminal; the full tables and the figure go to files (paths printed)
-    jobs = [["table", name, "--kind", "tasks", "--format", "terminal"]]
-    for kind in ("comparison", "tasks", "cost"):
-        jobs.append(["table", name, "--kind", kind, "--format", "latex", "--out", str(paths.output(f"{kind}.tex"))])
-        jobs.append(["table", name, "--kind", kind, "--format", "markdown", "--out",
-                     str(paths.output(f"{kind}.md"))])
-    if "plot" in verbs:
-        jobs.append(["plot", name, "--kind", "sweep", "--out", str(paths.output("sweep.png"))])
-    for argv in jobs:
-        try:
-            a = parser.parse_args(argv)
-            a.func(a)
-        except SystemExit:
-            print(f"(could not run `adapmtl {' '.join(argv)}`)", file=sys.stderr)
-        except Exception as exc:
-            print(f"(`adapmtl {' '.join(argv[:3])}` failed: {exc})", file=sys.stderr)
+    try:
+        table = tables.tasks(collect(name, tracking_uri=uri))
+        sys.stdout.write(render.render(table, "terminal"))
+    except ValueError as exc:
+        print(f"(no comparison table: {exc})", file=sys.stderr)
+    files = sorted(paths.results.glob("*")) if paths.results.exists() else []
+    if files:
+        print(f"full tables and figures in {paths.results}: {', '.join(f.name for f in files)}", file=sys.stderr)

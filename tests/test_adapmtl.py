@@ -409,3 +409,41 @@ def test_fused_group_nodes_train_like_the_per_layer_path():
     for a, b in zip(fused[0].soft_thresholds.parameters_list(), per_layer[0].soft_thresholds.parameters_list(),
                     strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_threshold_weight_decay_is_coupled_l2_on_theta_alone():
+    """``threshold_weight_decay`` gives θ its own coupled L2 (grad += wd_θ·θ) and leaves every other
+    parameter's update exactly as the run's; equal to the run's decay it changes nothing."""
+    def run(extra: dict):
+        model, method, opt = _harness({"theta_init": -6.0, **extra}, 0.99, iterations=10, wd=1e-4)
+        for step in range(6):
+            _step(model, method, opt, step)
+        thetas = [p.detach().clone() for p in method.bank.parameters_list()]
+        others = {n: p.detach().clone() for n, p in model.named_parameters()
+                  if all(p is not t for t in method.bank.parameters_list())}
+        return thetas, others
+
+    base_t, base_w = run({})
+    same_t, same_w = run({"threshold_weight_decay": 1e-4})
+    strong_t, strong_w = run({"threshold_weight_decay": 0.5})
+    assert all(torch.equal(a, b) for a, b in zip(base_t, same_t))
+    assert all(torch.equal(base_w[k], same_w[k]) for k in base_w)
+    # θ < 0, so a strong decay dominates θ's gradient: Adam then moves every θ up by ≈ lr per step (the most
+    # it can), where the loss gradient held some components back under the run's tiny decay
+    assert all(float(t) == pytest.approx(-6.0 + 6 * 1e-2, abs=2e-3) for t in strong_t)
+    assert sum(float(t) for t in strong_t) > sum(float(t) for t in base_t) + 0.02
+    assert AdapMTLParams(threshold_weight_decay=0.5).threshold_weight_decay == 0.5
+    with pytest.raises(ValueError):
+        validate_params("adapmtl", {"threshold_weight_decay": -1.0})
+
+
+def test_method_weight_decay_sets_the_runs_adam_group():
+    model, method, opt = _harness({"theta_init": -6.0, "weight_decay": 0.02}, 0.9, wd=1e-4)
+    assert {g["weight_decay"] for g in opt.param_groups} == {0.02}
+    _step(model, method, opt, 0)
+    state = opt.state_dict()
+    fresh = torch.optim.Adam(model.parameters(), lr=1e-2, betas=(0.5, 0.999), weight_decay=1e-4)
+    fresh.load_state_dict(state)  # a resumed run gets the method's decay back with the optimizer state
+    assert fresh.param_groups[0]["weight_decay"] == 0.02
+    _, _, default = _harness({"theta_init": -6.0}, 0.9, wd=1e-4)
+    assert default.param_groups[0]["weight_decay"] == 1e-4

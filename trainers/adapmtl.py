@@ -100,6 +100,16 @@ class AdapMTLParams(MethodParams):
     threshold_lr_scale: float = Field(default=1.0, gt=0, le=1e4, description=(
         "NOT in the paper or the code: θ is stored as θ/scale so Adam moves it ≈ scale×lr per step. Lets "
         "short CPU runs reach their target; 1 = official behaviour."))
+    weight_decay: float | None = Field(default=None, ge=0, le=1.0, description=(
+        "The coupled L2 weight decay of this run's Adam (None = the run's train.weight_decay). The official "
+        "runs set it per run (5e-8 … 7.5e-5 over 20K iterations): with soft thresholds the decay on the "
+        "weights is what lets them fall under α; without it the important weights grow with α and the "
+        "sparsity stalls. Short CPU runs need a larger one."))
+    threshold_weight_decay: float | None = Field(default=None, ge=0, le=1.0, description=(
+        "NOT in the paper or the code: the coupled L2 weight decay of θ alone (None = the run's, as the "
+        "official single Adam group). The decay is what raises the thresholds against the loss gradient; a "
+        "short CPU run needs more of it on θ to reach a high target without changing every method's "
+        "weight decay."))
     init_from_dense: bool = Field(default=False, description=(
         "Start from the dense reference's final weights when the orchestrator provides them (README 'Option "
         "2'; thresholds are reset to theta_init as load_dense_model does). Default: from scratch (paper)."))
@@ -273,6 +283,7 @@ class AdapMTL(PruningMethod):
         bank = self.bank
         if bank is None or self.target_zeros is None:
             return
+        self._threshold_decay()
         if bank.fixed_known:  # fixed mask: nothing can change any more; θ stays frozen
             self._frozen = torch.ones_like(self._frozen)
             self._armed = True
@@ -295,6 +306,26 @@ class AdapMTL(PruningMethod):
 
     def after_optimizer_step(self, step: int) -> None:
         self._post_step()
+
+    def bind_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        super().bind_optimizer(optimizer)
+        if self.params.weight_decay is not None:  # a hyperparameter of the group: checkpointed with it
+            for group in optimizer.param_groups:
+                group["weight_decay"] = self.params.weight_decay
+
+    def _threshold_decay(self) -> None:
+        """``threshold_weight_decay``: coupled L2 on the stored θ is ``grad += wd·θ`` inside Adam, so adding
+        ``(wd_θ − wd_run)·θ`` to θ's gradient gives θ alone the decay ``wd_θ`` (no extra param group, so the
+        optimizer's and scheduler's state layout stays the engine's)."""
+        wd = self.params.threshold_weight_decay
+        if wd is None or self.bank is None or self.optimizer is None:
+            return
+        extra = wd - float(self.optimizer.param_groups[0].get("weight_decay", 0.0))
+        if extra == 0:
+            return
+        for theta in self.bank.parameters_list():
+            if theta.grad is not None:
+                theta.grad.add_(theta.detach(), alpha=extra)
 
     def _count_zeros(self) -> Tensor:
         """Exactly-zero effective weights over every component (count-weighted), on the device.

@@ -46,6 +46,11 @@ from trainers.engine import train
 from trainers.reporting import MemoryReporter
 
 spec, method, iters, profile = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+if os.environ.get("BENCH_RUN_COST_PER_LAYER"):  # this tree's AdapMTL without its fused group nodes
+    import functools
+    import trainers.adapmtl
+    trainers.adapmtl.install_soft_thresholds = functools.partial(trainers.adapmtl.install_soft_thresholds,
+                                                                 fused=False)
 plan = build_plan(load_spec(Path(spec)))
 kw = plan.references[0].config if method == "dense" else next(
     g.base for g in plan.groups if g.base["method"] == method and g.base.get("target_sparsity") == 0.9)
@@ -67,13 +72,22 @@ print(json.dumps({"cpu": cpu, "wall": wall, "steps": res.steps, "test": loss, "l
 """
 
 
-def _run(tree: Path, method: str, iterations: int, profile: str = "") -> dict:
+def _run(tree: Path, spec: Path, method: str, iterations: int, profile: str = "", per_layer: bool = False) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1", MLFLOW_DISABLE_TELEMETRY="true")
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(SPEC), method, str(iterations), profile], env=env,
+    if per_layer:
+        env["BENCH_RUN_COST_PER_LAYER"] = "1"
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(spec), method, str(iterations), profile], env=env,
                           cwd=str(tree), capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"run failed ({tree}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _max_rel(a: dict, b: dict) -> str:
+    """The largest |b − a| / max(|a|, 1e-12) over every test metric of every task, with the metric's values."""
+    rel, key, va, vb = max(((abs(b[t][k] - v) / max(abs(v), 1e-12), f"{t}/{k}", v, b[t][k])
+                            for t, ms in a.items() for k, v in ms.items()), default=(0.0, "-", 0.0, 0.0))
+    return f"{rel:.2e} ({key}: {va:.4g} → {vb:.4g})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,21 +97,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", type=Path, help="source tree of the code to compare with")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--profile", help="write a cProfile of one run of this tree to this file")
+    ap.add_argument("--per-layer", action="store_true",
+                    help="this tree's AdapMTL on its per-layer path (no fused group nodes): with --baseline, "
+                         "shows whether everything else is bit for bit the baseline's")
+    ap.add_argument("--spec", type=Path, default=SPEC,
+                    help="the sweep spec both trees run (an older tree needs a spec it can validate, e.g. its own "
+                         "examples/benchmark.yaml)")
     args = ap.parse_args(argv)
     os.environ.setdefault("ADAPMTL_CACHE", str(Path(tempfile.gettempdir()) / "adapmtl-bench-cache"))
     if args.profile:
-        r = _run(REPO, args.method, args.iterations, args.profile)
+        r = _run(REPO, args.spec, args.method, args.iterations, args.profile)
         print(f"{args.method}: {r['cpu']:.1f} s CPU, {r['wall']:.1f} s wall ({r['steps']} steps); profile in "
               f"{args.profile}; load {r['load']:.2f}")
         return 0
     rows = []
     for i in range(args.rounds):
-        base = _run(args.baseline, args.method, args.iterations) if args.baseline else None
-        new = _run(REPO, args.method, args.iterations)
+        base = _run(args.baseline, args.spec, args.method, args.iterations) if args.baseline else None
+        new = _run(REPO, args.spec, args.method, args.iterations, per_layer=args.per_layer)
         rows.append((base, new))
         line = f"round {i + 1}: this tree {new['cpu']:.1f} s CPU / {new['wall']:.1f} s wall"
         if base:
-            same = "same test metrics" if base["test"] == new["test"] else "TEST METRICS DIFFER"
+            same = "same test metrics (bit for bit)" if base["test"] == new["test"] else \
+                f"test metrics differ: max relative difference {_max_rel(base['test'], new['test'])}"
             line += (f"; baseline {base['cpu']:.1f} s / {base['wall']:.1f} s; ratio {new['cpu'] / base['cpu']:.3f}"
                      f" (CPU) {new['wall'] / base['wall']:.3f} (wall); {same}")
         print(line + f"; load {new['load']:.2f}", flush=True)

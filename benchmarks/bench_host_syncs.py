@@ -123,11 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ADAPMTL_CACHE", str(Path(tempfile.gettempdir()) / "adapmtl-bench-cache"))
     torch.set_num_threads(1)
     import trainers.adapmtl
+    import trainers.soft_threshold_fused
     from trainers.models import build_model
 
-    # AdapMTL reads its "fix the mask now" flag on the host only when it lives on the CPU, where that read
-    # is free; count the accelerator code path instead (what a GPU run executes).
+    # AdapMTL reads its "fix the mask now" flag and (round 3) each group's α on the host only when they live
+    # on the CPU, where that read is free; count the accelerator code path instead (what a GPU run executes).
     trainers.adapmtl.CPU_FLAG_SHORTCUT = False
+    trainers.soft_threshold_fused.CPU_SCALAR_ALPHA = False
 
     naive = naive_per_step(build_model("resnet34", {"segment_semantic": 13, "normal": 3, "depth_zbuffer": 1,
                                                      "keypoints2d": 1, "edge_texture": 1}, width=0.125))

@@ -59,7 +59,17 @@ SHORT_SETUP: dict[str, dict[str, Any]] = {"lth": {"dense_iterations": 2, "reuse_
                                           "disparse": {"variant": "dynamic"}}
 #: ``name[variant]`` → (registered method, extra params): AdapMTL once its mask is fixed (θ_init high enough
 #: that the 90 % target is reached at the first step; from then on Ŵ = mask ⊙ W).
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"adapmtl[mask-fixed]": ("adapmtl", {"theta_init": 0.0})}
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"adapmtl[mask-fixed]": ("adapmtl", {"theta_init": 0.0}),
+                                                   "adapmtl[per-layer]": ("adapmtl", {})}
+
+
+def _per_layer(model: nn.Module) -> None:
+    """AdapMTL without the fused group nodes: every layer evaluates its own soft threshold (round 2's path)."""
+    model.soft_thresholds.fused = False
+
+
+#: ``name[variant]`` → a change applied to the model after the method's setup (same maths, another code path).
+AFTER_SETUP: dict[str, Callable[[nn.Module], None]] = {"adapmtl[per-layer]": _per_layer}
 
 
 @dataclass
@@ -132,7 +142,7 @@ def build_arm(name: str, shape: Shape, batches: list[dict[str, torch.Tensor]], d
         return {t: task.loss(outputs[t].float(), batch) for t, task in tasks.items()}
 
     def make_optimizer(p: Any) -> torch.optim.Optimizer:  # the engine's optimizer (official Adam settings)
-        return torch.optim.Adam(p, lr=1e-3, betas=(0.5, 0.999), weight_decay=1e-4)
+        return torch.optim.Adam(p, lr=1e-3, betas=(0.5, 0.999), weight_decay=1e-4, foreach=True)
 
     def make_scheduler(opt: torch.optim.Optimizer) -> Any:
         return torch.optim.lr_scheduler.StepLR(opt, step_size=4000, gamma=0.5)
@@ -165,6 +175,8 @@ def build_arm(name: str, shape: Shape, batches: list[dict[str, torch.Tensor]], d
                         workdir=workdir / name, seed=0)
     (workdir / name).mkdir(parents=True, exist_ok=True)
     method.setup(ctx)
+    if name in AFTER_SETUP:
+        AFTER_SETUP[name](model)
     optimizer = make_optimizer(model.parameters())
     if hasattr(method, "bind_optimizer"):  # the engine hands the run's optimizer over after setup
         method.bind_optimizer(optimizer)
@@ -428,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true",
                         help="also the full-size DeepLab-ResNet34 at 321×321, batch 16 (CUDA only)")
     parser.add_argument("--cpu", action="store_true", help="force the CPU-sized runs onto the CPU")
+    parser.add_argument("--only-full", action="store_true", help="skip the CPU-sized runs (with --full)")
     parser.add_argument("--target-ratio", type=float, default=1.10)
     args = parser.parse_args(argv)
 
@@ -439,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     small_device = torch.device("cuda") if cuda and not args.cpu else torch.device("cpu")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for arch in args.arch:
+        for arch in [] if args.only_full else args.arch:
             shape = Shape(arch, args.width, args.resolution, args.batch)
             res = measure(shape, args.methods, small_device, rounds=args.rounds, block=args.block,
                           warmup=args.warmup, target=args.target, log_every=args.log_every, workdir=Path(tmp),

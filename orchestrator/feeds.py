@@ -13,6 +13,16 @@ separately, as the paper compares them. A group is released only after its refer
 the reference's MLflow run is FINISHED with no metric equal to 0 (ΔT is a relative change); otherwise the
 group is dropped with a one-line message, and the sweep goes on.
 
+Warm second slot (round 3): once every reference has been issued, a free slot is not left empty while a
+reference trains: the searcher issues a trial of a group whose reference is still running (``early``). Its
+actor starts and imports torch & co. while the reference trains, then the trial waits
+(``orchestrator.trial.wait_for_reference``) and starts the moment the reference's MLflow run is FINISHED —
+the second slot's ~9 s start is no longer between the reference and the groups (benchmarks/RESULTS.md Q3).
+A waiting trial learns that its reference cannot serve from the reference's MLflow run (FAILED/KILLED, or a
+zero metric) or, when the reference's trial died without recording anything, from the tag
+``reference_dropped/<reference id>`` that this searcher sets on the sweep's parent run when it drops the
+reference; the trial then ends at once without creating a run (``reference_unavailable``).
+
 Everything here is plain data (and Optuna objects, which pickle), so ``save``/``restore`` pickle the whole
 searcher and ``Tuner.restore`` continues every study where it stopped: resuming never over-samples.
 """
@@ -95,6 +105,16 @@ class ReferenceCheck:
     tracking_uri: str
     experiment_id: str
     run_keys: dict[str, str] = field(default_factory=dict)  # reference id -> run_key
+    parent_run_id: str | None = None  # where a dropped reference is announced to waiting trials
+
+    def announce_dropped(self, ref_id: str, why: str) -> None:
+        """Tell trials waiting on ``ref_id`` that it will not serve (a tag on the sweep's parent run)."""
+        if self.parent_run_id is None:
+            return
+        try:
+            tracking.client(self.tracking_uri).set_tag(self.parent_run_id, dropped_tag(ref_id), why[:5000])
+        except Exception as exc:  # the waiting trials also see the reference run's own status
+            _log(f"could not announce that reference {ref_id} is dropped: {exc}")
 
     def problem(self, ref_id: str, error: bool) -> str | None:
         """Why the reference cannot serve (the reason MLflow recorded, when there is one), or None."""
@@ -112,6 +132,11 @@ class ReferenceCheck:
             return (f"{', '.join(zeros)} = 0, so ΔT (a relative change) is undefined (train the reference "
                     "longer or drop that task)")
         return None
+
+
+def dropped_tag(ref_id: str) -> str:
+    """The parent-run tag that says a reference was dropped (its value: why)."""
+    return f"reference_dropped/{ref_id}"
 
 
 def zero_metrics(metrics: dict[str, Any]) -> list[str]:
@@ -150,13 +175,16 @@ class SweepSearcher(Searcher):
             ref = self.to_issue.pop(0)
             self.running_refs[trial_id] = ref
             return {"unit": ref}
-        for i, feed in enumerate(self.feeds):
-            if feed.reference_id not in self.ready or feed.exhausted:
-                continue
-            params = feed.next_params(trial_id)
-            if params is not None:
-                self.owner[trial_id] = i
-                return {"unit": feed.group_id, "params": params} if params else {"unit": feed.group_id}
+        waiting_on = set(self.running_refs.values())
+        # groups whose reference is usable first, then (a free slot) one whose reference still trains
+        for usable in (self.ready, waiting_on):
+            for i, feed in enumerate(self.feeds):
+                if feed.reference_id not in usable or feed.exhausted:
+                    continue
+                params = feed.next_params(trial_id)
+                if params is not None:
+                    self.owner[trial_id] = i
+                    return {"unit": feed.group_id, "params": params} if params else {"unit": feed.group_id}
         if self.running_refs or any(f.reference_id not in self.ready and f.reference_id not in self.dropped
                                     for f in self.feeds):
             return None
@@ -175,12 +203,14 @@ class SweepSearcher(Searcher):
                 self.ready.add(ref)
             else:
                 self.dropped[ref] = why
+                self.check.announce_dropped(ref, why)
                 groups = [f.group_id for f in self.feeds if f.reference_id == ref]
                 _log(f"reference {ref}: {why}; its {len(groups)} group(s) are skipped")
             return
         i = self.owner.get(trial_id)
         if i is not None and self.feeds[i].study is not None:
-            ok = result is not None and self.objective in result and not error
+            ok = (result is not None and self.objective in result and not error
+                  and not result.get("reference_unavailable"))
             self.feeds[i].study.on_trial_complete(trial_id, result if ok else None, error=error or not ok)
 
     @property

@@ -79,7 +79,9 @@ def run_sweep(plan: Plan, *, workdir: Path, tracking_uri: str, address: str | No
 
     Order matters for failing loudly and leaving nothing half-done: the sweep's driver lock and the
     spec-change check come first (nothing is written before them), then Ray (a bounded connect), and only
-    then the MLflow parent run, inside the ``try`` that marks it KILLED/FAILED on every failure path.
+    then the MLflow parent run, inside the ``try`` that marks it KILLED/FAILED on every failure path. With
+    the embedded Ray the check and the experiment's creation run in a thread beside Ray's start (round 3,
+    benchmarks/RESULTS.md Q3); a changed spec is then reported once Ray is up, and shut down again.
     """
     from orchestrator import cluster, signals, sweep_lock
 
@@ -88,16 +90,30 @@ def run_sweep(plan: Plan, *, workdir: Path, tracking_uri: str, address: str | No
     paths = SweepPaths(workdir, spec.name).ensure()
     local_lock = sweep_lock.LocalLock(paths.root, spec.name)  # a second driver of this sweep stops here
     session = cluster_lock = None
+    prep: Background | None = None
     try:
         with signals.sigterm_as_interrupt():
-            meaning = check_unchanged(spec, paths, tracking_uri)
-            session = cluster.connect(address, spec.ray.num_cpus, dashboard=spec.ray.dashboard)
+            if address is None or address == "local":
+                # The embedded Ray's start (~5 s on the 2-core machine) must stay in the main thread (ray.init
+                # installs signal handlers); the tracking set-up — the spec-change check, then the experiment:
+                # for a fresh sqlite store ~5-8 s of MLflow import and schema migrations — runs beside it.
+                # The parent run is still created only once Ray is up.
+                prep = Background(_prepare_tracking, spec, paths, tracking_uri)
+                session = cluster.connect(address, spec.ray.num_cpus, dashboard=spec.ray.dashboard)
+                meaning, exp_id = prep.result()  # its error (a changed spec, a moved store) surfaces here
+            else:  # a cluster: connect (a bounded probe) only after the check, and before anything is written
+                meaning = check_unchanged(spec, paths, tracking_uri)
+                session = cluster.connect(address, spec.ray.num_cpus, dashboard=spec.ray.dashboard)
+                paths.spec.write_text(dump_spec(spec))
+                exp_id = tracking.ensure_experiment(tracking_uri, spec.name)
             signals.install()  # ray.init replaced our SIGTERM handler with its own
             if not session.embedded:
                 cluster_lock = sweep_lock.ClusterLock(spec.name)
-            return _run(plan, paths, session, meaning, tracking_uri=tracking_uri, address=address,
+            return _run(plan, paths, session, meaning, exp_id, tracking_uri=tracking_uri, address=address,
                         storage=storage, workdir=workdir, t0=t0)
     finally:
+        if prep is not None:
+            prep.join()
         if cluster_lock is not None:
             cluster_lock.release()
         if session is not None:
@@ -105,11 +121,45 @@ def run_sweep(plan: Plan, *, workdir: Path, tracking_uri: str, address: str | No
         local_lock.release()
 
 
-def _run(plan: Plan, paths: SweepPaths, session: Any, meaning: str, *, tracking_uri: str, address: str | None,
-         storage: str | None, workdir: Path, t0: float) -> SweepOutcome:
-    spec = plan.spec
+class Background:
+    """``fn(*args)`` in a thread; ``result()`` joins it and returns its value or raises its exception."""
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        import threading
+
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+        def target() -> None:
+            try:
+                self._value = fn(*args)
+            except BaseException as exc:  # handed to the main thread by result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=target, name=f"adapmtl-{getattr(fn, '__name__', 'prep')}",
+                                        daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> Any:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _prepare_tracking(spec: SweepSpec, paths: SweepPaths, tracking_uri: str) -> tuple[str, str]:
+    """The spec-change check, then the stored spec and the experiment: (meaning, experiment id)."""
+    meaning = check_unchanged(spec, paths, tracking_uri)
     paths.spec.write_text(dump_spec(spec))
-    exp_id = tracking.ensure_experiment(tracking_uri, spec.name)
+    return meaning, tracking.ensure_experiment(tracking_uri, spec.name)
+
+
+def _run(plan: Plan, paths: SweepPaths, session: Any, meaning: str, exp_id: str, *, tracking_uri: str,
+         address: str | None, storage: str | None, workdir: Path, t0: float) -> SweepOutcome:
+    spec = plan.spec
     parent = tracking.get_or_create_parent(tracking_uri, exp_id, spec.name, _parent_params(plan))
     c = tracking.client(tracking_uri)
     try:
@@ -299,7 +349,8 @@ def _phase_main(plan: Plan, session: Any, base: dict[str, Any], state: dict[str,
 def _reference_check(plan: Plan, base: dict[str, Any]) -> Any:
     from orchestrator.feeds import ReferenceCheck
 
-    return ReferenceCheck(base["tracking_uri"], base["experiment_id"], {r.id: r.run_key for r in plan.references})
+    return ReferenceCheck(base["tracking_uri"], base["experiment_id"], {r.id: r.run_key for r in plan.references},
+                          parent_run_id=base.get("parent_run_id"))
 
 
 def _retryable_references(plan: Plan, base: dict[str, Any]) -> list[str]:

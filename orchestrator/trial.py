@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,17 +188,51 @@ def _existing_metrics(run: Any, cfg: Any, ctx: TrialContext, needs_objective: bo
     return out
 
 
+class ReferenceUnavailable(RuntimeError):
+    """The trial's reference cannot serve (it failed, was dropped, or has a zero metric)."""
+
+
+#: Seconds between two looks at the reference while a trial waits for it (see ``wait_for_reference``).
+REFERENCE_POLL_S = 0.5
+
+
+def wait_for_reference(ctx: TrialContext, unit: Unit, poll_s: float | None = None) -> Any:
+    """The reference's FINISHED MLflow run, waiting while it still trains (an early trial of a warm slot,
+    ``orchestrator.feeds``); raises :class:`ReferenceUnavailable` as soon as it cannot serve.
+
+    It cannot serve when its run is FAILED/KILLED, when it finished with a metric equal to 0 (the searcher's
+    rule), or when the searcher announced on the parent run that it dropped it (a reference trial that died
+    before its run recorded anything): the second channel next to the run's own status.
+    """
+    from orchestrator.feeds import ReferenceCheck, dropped_tag
+
+    assert unit.reference_id is not None and unit.reference_key is not None
+    check = ReferenceCheck(ctx.tracking_uri, ctx.experiment_id, {unit.reference_id: unit.reference_key})
+    tag = dropped_tag(unit.reference_id)
+    c = tracking.client(ctx.tracking_uri)
+    while True:
+        run = tracking.find_run(ctx.tracking_uri, ctx.experiment_id, {"run_key": unit.reference_key})
+        if run is not None and run.info.status in ("FINISHED", "FAILED", "KILLED"):
+            why = check.problem(unit.reference_id, error=False)
+            if why is None:
+                return run
+            raise ReferenceUnavailable(f"reference {unit.reference_id} {why}")
+        dropped = c.get_run(ctx.parent_run_id).data.tags.get(tag)
+        if dropped:
+            raise ReferenceUnavailable(f"reference {unit.reference_id}: {dropped}")
+        time.sleep(REFERENCE_POLL_S if poll_s is None else poll_s)
+
+
 def reference_of(ctx: TrialContext, unit: Unit) -> dict[str, Any] | None:
     """The ΔT reference of a trial: the last validation and the test metrics of its reference's MLflow run.
 
-    Read by the trial itself (the sweep's searcher releases a group only once that run is FINISHED), so the
-    one Tuner that runs references and groups needs no driver round-trip between them.
+    Read by the trial itself (the sweep's searcher releases a group once that run is FINISHED, or issues an
+    early trial that waits for it here), so the one Tuner that runs references and groups needs no driver
+    round-trip between them.
     """
     if not unit.reference_key:
         return None
-    run = tracking.find_run(ctx.tracking_uri, ctx.experiment_id, {"run_key": unit.reference_key})
-    if run is None or run.info.status != "FINISHED":
-        raise RuntimeError(f"reference {unit.reference_id} ({unit.reference_key}) has no finished MLflow run")
+    run = wait_for_reference(ctx, unit)
     metrics: dict[str, Any] = tracking.reference_metrics(run)
     metrics["final"] = str(Path(ctx.runs_dir) / unit.reference_key / "final.pt")
     return metrics
@@ -219,7 +254,14 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     trial_id = tune.get_context().get_trial_id() or key
     needs_objective = unit.role == tracking.ROLE_TRIAL
     workdir = Path(ctx.runs_dir) / key
-    reference = reference_of(ctx, unit)  # before any run is claimed: a missing reference creates nothing
+    try:
+        reference = reference_of(ctx, unit)  # before any run is claimed: a missing reference creates nothing
+    except ReferenceUnavailable as exc:  # an early trial whose reference will not serve: nothing to train
+        m = {"step": 0, "run_key": key, "completed": 1, "reference_unavailable": 1, "failure": str(exc)[:300]}
+        if needs_objective:
+            m["objective"] = worst(ctx)
+        tune.report(m)
+        return
     with key_lock(Path(ctx.runs_dir) / f"{key}.lock"):
         run_id, final = tracking.claim_run(
             ctx.tracking_uri, ctx.experiment_id, run_key=key, tags=run_tags(cfg, unit, ctx, trial_id),

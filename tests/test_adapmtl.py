@@ -380,6 +380,37 @@ def test_lambda_factor_on_the_models_is_eq6_as_written():
     assert lambda_factor(mobile, AdapMTLParams(lam_units="normalized", lam=1.0)) == 1.0
 
 
+def test_fused_group_nodes_train_like_the_per_layer_path():
+    """The default fused path (one node per threshold group, trainers.soft_threshold_fused) against the
+    per-layer path through the target rule and the mask fix: the same step reaches the target, the same
+    masks are fixed, and weights and θ agree to float32 rounding (θ's gradient is the same sum in another
+    order, so bitwise equality is not expected)."""
+    params = {"theta_init": -4.0, "weighting": "equal"}
+    probe_model, probe, probe_opt = _harness(params, None)
+    for i in range(12):
+        _step(probe_model, probe, probe_opt, i)
+    target = sparsity_report(probe_model)["overall"] * 0.97
+
+    fused = _harness(params, target)
+    per_layer = _harness(params, target)
+    assert fused[0].soft_thresholds.fused
+    per_layer[0].soft_thresholds.fused = False
+    for i in range(24):
+        for model, method, opt in (fused, per_layer):
+            _step(model, method, opt, i)
+            if i % 5 == 0:
+                method.log_state()
+    assert bool(fused[0].soft_thresholds.fixed)
+    assert int(fused[1]._reached_step) == int(per_layer[1]._reached_step) >= 0
+    for (_, w_f, p_f), (_, w_p, p_p) in zip(iter_parametrized(fused[1].layers),
+                                            iter_parametrized(per_layer[1].layers), strict=True):
+        assert torch.equal(p_f.mask, p_p.mask)
+        torch.testing.assert_close(w_f, w_p, rtol=1e-4, atol=1e-6)
+    for a, b in zip(fused[0].soft_thresholds.parameters_list(), per_layer[0].soft_thresholds.parameters_list(),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_threshold_weight_decay_is_coupled_l2_on_theta_alone():
     """``threshold_weight_decay`` gives θ its own coupled L2 (grad += wd_θ·θ) and leaves every other
     parameter's update exactly as the run's; equal to the run's decay it changes nothing."""

@@ -58,14 +58,42 @@ def test_references_first_then_groups_once_their_reference_finished(store):
     s = searcher(store, {"ref-a": "key-a"}, feeds)
     assert s.total == 1 + 1 + 3
     assert s.suggest("t0") == {"unit": "ref-a"}
-    assert s.suggest("t1") is None  # everything waits on the running reference
+    # a free slot while the reference trains: an early trial (it waits for the reference inside the trial,
+    # orchestrator.trial.wait_for_reference), so its actor starts during the reference
+    assert s.suggest("t1") == {"unit": "snip-a"}
     s.on_trial_complete("t0", {"completed": 1})
     got = drain(s, "g")
-    assert got[0] == {"unit": "snip-a"}
-    assert [g["unit"] for g in got[1:4]] == ["adapmtl-a"] * 3
+    assert [g["unit"] for g in got[0:3]] == ["adapmtl-a"] * 3
     assert all(-7.0 <= g["params"]["theta_init"] <= -4.0 and g["params"]["window"] in (20, 40, 80)
-               for g in got[1:4])
-    assert got[4] == Searcher.FINISHED  # budgets exhausted: the Tuner ends
+               for g in got[0:3])
+    assert got[3] == Searcher.FINISHED  # budgets exhausted: the Tuner ends once its trials have
+
+
+def test_groups_wait_for_references_still_to_issue():
+    """No early trial while a reference is still to be issued: references get the slots first."""
+    feeds = [make_feed("snip-a", "ref-a", {}, algorithm="grid", samples=1, seed=0, mode="max"),
+             make_feed("snip-b", "ref-b", {}, algorithm="grid", samples=1, seed=0, mode="max")]
+    s = SweepSearcher(["ref-a", "ref-b"], feeds, ReferenceCheck("sqlite:///unused.db", "0", {}), mode="max")
+    assert [s.suggest("r0"), s.suggest("r1")] == [{"unit": "ref-a"}, {"unit": "ref-b"}]
+    assert [s.suggest("e0"), s.suggest("e1"), s.suggest("e2")] == [{"unit": "snip-a"}, {"unit": "snip-b"}, None]
+
+
+def test_a_dropped_reference_is_announced_to_waiting_trials(store):
+    uri, exp = store
+    parent = tracking.create_run(uri, exp, run_name="sweep", tags={"role": "sweep"})
+    feeds = [make_feed("snip-x", "ref-x", SPACE, algorithm="optuna", samples=2, seed=0, mode="max")]
+    s = SweepSearcher(["ref-x"], feeds, ReferenceCheck(uri, exp, {"ref-x": "key-never-ran"}, parent_run_id=parent),
+                      mode="max")
+    assert s.suggest("r") == {"unit": "ref-x"}
+    early = s.suggest("e")
+    assert early["unit"] == "snip-x"
+    s.on_trial_complete("r", None, error=True)  # the reference's trial died before its run recorded anything
+    tags = tracking.client(uri).get_run(parent).data.tags
+    assert tags["reference_dropped/ref-x"].startswith("its trial errored")
+    s.on_trial_complete("e", {"completed": 1, "reference_unavailable": 1, "objective": -1e9})
+    study = s.feeds[0].study._ot_study
+    assert [t.state.name for t in study.trials] == ["FAIL"]  # not a value the search learns from
+    assert s.suggest("after") == Searcher.FINISHED
 
 
 def test_a_reference_that_failed_or_has_a_zero_metric_drops_its_groups(store, capsys):

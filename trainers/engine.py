@@ -203,7 +203,11 @@ def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path 
 
     def make_optimizer(params: Any) -> torch.optim.Optimizer:
         # Adam as the official code: betas (0.5, 0.999), coupled L2 weight decay on every parameter.
-        return torch.optim.Adam(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+        # foreach=True: the same element-wise ops in the same order as the per-parameter loop torch picks by
+        # default on the CPU (bit for bit, tests/test_engine_speedups.py), one C++ loop instead of ~10 Python
+        # calls per parameter (~4 ms/step on the benchmark's 180-parameter model); CUDA's default already is it.
+        return torch.optim.Adam(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay,
+                                foreach=True)
 
     def make_scheduler(optimizer: torch.optim.Optimizer) -> Any:
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.lr_decay_every, gamma=tc.lr_decay)

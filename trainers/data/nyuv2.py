@@ -56,7 +56,15 @@ from trainers.data.errors import (
     require_dir,
     require_file,
 )
-from trainers.data.transforms import LabelSpec, official_train_transform, resize_pair
+from trainers.data.labels import LabelSpec
+
+
+def _transforms() -> Any:
+    """``trainers.data.transforms`` (torchvision v2), imported on first use: a sweep on other datasets never
+    pays for importing torchvision (see ``trainers.data.flip``)."""
+    from trainers.data import transforms
+
+    return transforms
 
 JSON_NAME = "nyu_v2_3task.json"
 NUM_CLASSES = 40
@@ -180,7 +188,7 @@ class NYUv2(Dataset):
         self.eval_full = str(eval_size) == "full"
         self.image_norm = image_norm
         self.augment = (split == "train") if augment is None else bool(augment)
-        self._train_tf = official_train_transform(self.crop, negate_normal_x=normals == "decoded")
+        self._train_tf = _transforms().official_train_transform(self.crop, negate_normal_x=normals == "decoded")
         self.num_classes = NUM_CLASSES
 
     def __len__(self) -> int:
@@ -227,11 +235,11 @@ class NYUv2(Dataset):
         }
         h, w = image.shape[-2:]
         bh, bw = base_size(h, w, self.crop, OFFICIAL_CROP)
-        image, labels = resize_pair(image, labels, (bh, bw))
+        image, labels = _transforms().resize_pair(image, labels, (bh, bw))
         if self.augment:
             image, labels, _ = self._train_tf(image, labels, specs)
         elif not self.eval_full:
-            image, labels = resize_pair(image, labels, (self.crop, self.crop))
+            image, labels = _transforms().resize_pair(image, labels, (self.crop, self.crop))
         return self._pack(image, labels)
 
     def _pack(self, image: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -57,7 +57,8 @@ import torch
 from torch.utils.data import Dataset
 
 from trainers.data.errors import DatasetError, check_options
-from trainers.data.transforms import LabelSpec, flip_only_transform
+from trainers.data.flip import HorizontalFlip
+from trainers.data.labels import LabelSpec
 
 log = logging.getLogger(__name__)
 
@@ -858,7 +859,7 @@ class SyntheticScenes(Dataset):
         self.arrays = load_or_generate(self.params, root)
         self.intrinsics = self.arrays["intrinsics"]
         self.augment = (split == "train") if augment is None else bool(augment)
-        self._flip = flip_only_transform(0.5, negate_normal_x=True) if self.augment else None
+        self._flip = HorizontalFlip(0.5, negate_normal_x=True) if self.augment else None
         self.class_set = class_set
         self.class_names = COARSE_CLASSES if class_set == "coarse" else CLASSES
         #: output channels per task for this instance (the class set decides the segmentation head's)

@@ -34,8 +34,16 @@ import torch
 from torch.utils.data import Dataset
 
 from trainers.data.errors import DatasetError, check_options, read_npy, read_png, require_dir, require_file
+from trainers.data.labels import LabelSpec
 from trainers.data.nyuv2 import carve_val, check_tasks, image_to_tensor, normalise_image, read_index
-from trainers.data.transforms import LabelSpec, official_train_transform, resize_pair
+
+
+def _transforms() -> Any:
+    """``trainers.data.transforms`` (torchvision v2), imported on first use: a sweep on other datasets never
+    pays for importing torchvision (see ``trainers.data.flip``)."""
+    from trainers.data import transforms
+
+    return transforms
 
 JSON_NAME = "taskonomy.json"
 PRIOR_NAME = "semseg_prior_factor.npy"
@@ -111,7 +119,7 @@ class Taskonomy(Dataset):
         self.eval_full = str(eval_size) == "full"
         self.image_norm = image_norm
         self.augment = (split == "train") if augment is None else bool(augment)
-        self._train_tf = official_train_transform(self.crop, negate_normal_x=True)
+        self._train_tf = _transforms().official_train_transform(self.crop, negate_normal_x=True)
         self.num_classes = NUM_CLASSES
 
     def __len__(self) -> int:
@@ -146,7 +154,7 @@ class Taskonomy(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         image, labels = self._decode(i)
-        image, labels = resize_pair(image, labels, (self.base, self.base), image_mode="nearest")
+        image, labels = _transforms().resize_pair(image, labels, (self.base, self.base), image_mode="nearest")
         specs = {k: LabelSpec(IGNORE) for k in labels}
         specs["normal"] = LabelSpec(IGNORE, normal=True)
         specs["depth_mask"] = LabelSpec(0)
@@ -154,7 +162,7 @@ class Taskonomy(Dataset):
         if self.augment:
             image, labels, inside = self._train_tf(image, labels, specs)
         elif not self.eval_full:
-            image, labels = resize_pair(image, labels, (self.crop, self.crop))
+            image, labels = _transforms().resize_pair(image, labels, (self.crop, self.crop))
             inside = torch.ones((1, self.crop, self.crop), dtype=torch.bool)
         out: dict[str, torch.Tensor] = {"image": normalise_image(image, self.image_norm).contiguous()}
         depth_mask = labels["depth_mask"].bool() & inside

@@ -20,7 +20,6 @@ would instead pad ``diff`` on *both* sides (a random placement), so the centred 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,6 +27,11 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2._utils import query_size
+
+from trainers.data.labels import LabelSpec
+
+__all__ = ["JointTransform", "LabelSpec", "NormalMap", "flip_only_transform", "official_train_transform",
+           "resize_pair", "resize_transform"]
 
 _INSIDE = "__inside__"
 
@@ -121,14 +125,6 @@ class RandomHorizontalFlipNormals(v2.Transform):
         return out
 
 
-@dataclass(frozen=True)
-class LabelSpec:
-    """How one dense label is treated: the value written on padded pixels, and whether it is a normal map."""
-
-    pad_value: float = 0.0
-    normal: bool = False
-
-
 class JointTransform:
     """Apply one v2 pipeline to an image and a dict of dense labels; returns the padded-pixel mask too.
 
@@ -186,7 +182,7 @@ def official_train_transform(
 
 
 def flip_only_transform(flip_p: float = 0.5, negate_normal_x: bool = True) -> JointTransform:
-    """Horizontal flip only (used by the synthetic dataset, whose scenes are already random)."""
+    """Horizontal flip only (the synthetic dataset uses its torch-only twin, ``trainers.data.flip``)."""
     return JointTransform(RandomHorizontalFlipNormals(flip_p, negate_normal_x=negate_normal_x))
 
 

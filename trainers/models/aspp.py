@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from trainers.models.dropout import Dropout
+
 __all__ = ["ASPP_RATES", "ASPPBranch", "ASPPHead"]
 
 ASPP_RATES: tuple[int, ...] = (6, 12, 18, 24)
@@ -29,7 +31,7 @@ class ASPPBranch(nn.Module):
         self.conv3 = nn.Conv2d(hidden_channels, out_channels, kernel_size=1)
         # Out-of-place ReLU (official: in-place): same numbers, and safe for forward hooks that keep outputs.
         self.relu = nn.ReLU()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)  # nn.Dropout's masks, drawn faster on the CPU (trainers.models.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout(self.relu(self.conv1(x)))

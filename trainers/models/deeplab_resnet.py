@@ -3,7 +3,8 @@
 A dilated ResNet34 with output stride 8: the last two stages keep stride 1 and dilate their 3x3 convs by 2
 and 4 instead (321 -> 161 -> 81 -> 81 -> 41 -> 41 -> 41; 224 -> 29). torchvision's ``BasicBlock`` refuses
 ``dilation > 1``, so a small block is defined here; torchvision's ``conv3x3`` / ``conv1x1`` helpers already
-produce the official convolutions (bias-free, padding = dilation) and are reused.
+produce the official convolutions (bias-free, padding = dilation) and are reused (restated in
+``trainers.models.blocks``, so that importing the model does not import torchvision).
 
 Differences from the official module layout are cosmetic: the official code keeps blocks and downsample
 convs in two parallel lists and adds the residual outside the block; here each block owns its shortcut.
@@ -16,8 +17,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torchvision.models.resnet import conv1x1, conv3x3
 
+from trainers.models.blocks import conv1x1, conv3x3
 from trainers.models.mobilenetv2 import make_divisible
 
 __all__ = ["DeepLabResNet", "DilatedBasicBlock", "scale_channels"]

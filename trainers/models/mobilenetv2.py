@@ -4,7 +4,8 @@ The official model is the standard width-1.0 MobileNetV2 (tonylins variant) with
 classifier removed, so it returns the 1280-channel feature map at output stride 32 (321 -> 11, 224 -> 7).
 torchvision's ``InvertedResidual`` and ``Conv2dNormActivation`` build exactly the same layers (expansion 1x1,
 depthwise 3x3, linear 1x1 projection; residual when stride 1 and in == out), so they are reused here rather
-than rewritten. Every convolution is a plain ``nn.Conv2d`` so pruning methods can reparameterise its
+than rewritten (restated line for line in ``trainers.models.blocks``, so that importing the model does not
+import torchvision). Every convolution is a plain ``nn.Conv2d`` so pruning methods can reparameterise its
 ``weight`` with ``torch.nn.utils.parametrize``.
 
 Width semantics (``width``): channel counts follow torchvision's ``width_mult`` (``make_divisible(c * w, 8)``,
@@ -20,8 +21,8 @@ import math
 
 import torch
 from torch import nn
-from torchvision.models.mobilenetv2 import InvertedResidual
-from torchvision.ops.misc import Conv2dNormActivation
+
+from trainers.models.blocks import Conv2dNormActivation, InvertedResidual
 
 __all__ = ["INVERTED_RESIDUAL_SETTING", "MobileNetV2Backbone", "make_divisible"]
 

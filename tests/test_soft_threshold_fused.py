@@ -1,0 +1,228 @@
+"""The fused soft threshold (one autograd node per threshold group) against the per-layer direct path.
+
+Ŵ must be bit for bit the per-layer path's, ∂L/∂W value for value, ∂L/∂θ the same sum up to float32
+summation order, the non-zero count exact; reused buffers must never overwrite what a live graph or a kept
+gradient still holds.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import trainers.soft_threshold_fused as fused_mod
+from trainers.adapmtl import threshold_groups
+from trainers.models import build_model
+from trainers.soft_threshold import NonzeroCounter, install_soft_thresholds, iter_parametrized
+from trainers.soft_threshold_fused import count_kept
+from trainers.sparsity import prunable_weights
+
+TASKS = {"segment_semantic": 5, "normal": 3, "depth_zbuffer": 1}
+
+
+def _model(fused: bool, *, theta: float = -3.0, mask: bool = False, channels_last: bool = False,
+           thresholds: str = "per_component", seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_model("resnet34", TASKS, width=0.0625, head_channels=16, dropout=0.0)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    layers = prunable_weights(model)
+    bank = install_soft_thresholds(model, layers, threshold_groups(list(layers), thresholds), theta,
+                                   with_mask=mask, fused=fused)
+    bank.counter = NonzeroCounter()
+    if mask:  # a fixed-mask-mode model with real masks (as after the bake)
+        bank.masks_all_ones = False
+        g = torch.Generator().manual_seed(seed + 1)
+        for _, _, par in iter_parametrized(layers):
+            par.mask.copy_(torch.rand(par.mask.shape, generator=g) > 0.3)
+    return model, layers, bank
+
+
+def _loss(out):
+    return sum((v * torch.linspace(-1, 1, v.numel()).view_as(v)).sum() + v.square().mean() for v in out.values())
+
+
+def _one_step(fused: bool, **kw):
+    model, layers, bank = _model(fused, **kw)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    out = model(x)
+    _loss(out).backward()
+    return {
+        "out": out,
+        "w_grads": [w.grad.clone() for _, w, _ in iter_parametrized(layers)],
+        "theta_grads": [t.grad.clone() if t.grad is not None else None for t in bank.parameters_list()],
+        "kept": bank.counter.take(sum(1 for _ in iter_parametrized(layers))),
+        "direct_kept": sum(int((m.weight != 0).sum()) for mods in layers.values() for _, m in mods),
+        "bank": bank,
+    }
+
+
+def _theta_close(a, b):
+    for ga, gb in zip(a, b, strict=True):
+        assert (ga is None) == (gb is None)
+        if ga is not None:
+            torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("mask", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("scalar_alpha", [True, False])
+def test_fused_step_matches_the_per_layer_path(mask, channels_last, scalar_alpha, monkeypatch):
+    monkeypatch.setattr(fused_mod, "CPU_SCALAR_ALPHA", scalar_alpha)  # False: the accelerator formula
+    f = _one_step(True, mask=mask, channels_last=channels_last)
+    p = _one_step(False, mask=mask, channels_last=channels_last)
+    for k in f["out"]:
+        assert torch.equal(f["out"][k], p["out"][k]), k  # forward outputs bit for bit
+    for a, b in zip(f["w_grads"], p["w_grads"], strict=True):
+        assert a.shape == b.shape and torch.equal(a, b)
+    _theta_close(f["theta_grads"], p["theta_grads"])
+    assert any(g is not None and g.abs() > 0 for g in f["theta_grads"])  # the comparison is not vacuous
+    # the count fed by the fused backward is exact (one contribution per layer, all layers once)
+    assert f["kept"] is not None and int(f["kept"]) == f["direct_kept"] == int(p["kept"])
+    assert 0 < f["direct_kept"] < sum(w.numel() for w in f["w_grads"])
+
+
+def test_staged_weights_are_bitwise_the_per_layer_values():
+    model, layers, bank = _model(True, theta=-2.5, mask=True)
+    staged = bank.stage()
+    assert len(staged) == sum(1 for _ in iter_parametrized(layers))
+    for _, w, par in iter_parametrized(layers):
+        src, version, w_hat = staged[par]
+        assert src is w and version == w._version
+        direct = par(w)  # outside a forward: the per-layer path
+        assert w_hat.shape == w.shape and w_hat.stride() == direct.stride()
+        assert torch.equal(w_hat.view(torch.int32), direct.view(torch.int32))  # bits, signs of zero included
+
+
+@pytest.mark.parametrize("thresholds", ["shared", "backbone_and_heads"])
+def test_shared_thresholds_fuse_across_components(thresholds):
+    f = _one_step(True, thresholds=thresholds)
+    p = _one_step(False, thresholds=thresholds)
+    assert len(f["theta_grads"]) == {"shared": 1, "backbone_and_heads": 2}[thresholds]
+    for a, b in zip(f["w_grads"], p["w_grads"], strict=True):
+        assert torch.equal(a, b)
+    _theta_close(f["theta_grads"], p["theta_grads"])
+
+
+def test_fixed_mask_known_on_the_host_skips_the_threshold_and_theta():
+    model, layers, bank = _model(True, mask=True)
+    ref_model, ref_layers, ref_bank = _model(False, mask=True)
+    for b in (bank, ref_bank):
+        b.fixed.fill_(True)
+        b.fixed_known = True
+    x = torch.randn(2, 3, 32, 32)
+    out, ref = model(x), ref_model(x)
+    for k in out:
+        assert torch.equal(out[k], ref[k])
+    _loss(out).backward()
+    _loss(ref).backward()
+    for (_, w, _), (_, rw, _) in zip(iter_parametrized(layers), iter_parametrized(ref_layers), strict=True):
+        assert torch.equal(w.grad, rw.grad)
+    assert all(t.grad is None for t in bank.parameters_list())  # α = 0 exactly: no gradient to θ
+
+
+def test_a_graph_kept_alive_is_never_overwritten_by_the_next_forward():
+    """Two forwards with an in-place weight update between them, then both backwards: each graph must
+    see its own Ŵ (a reused buffer would have been overwritten by the second forward)."""
+    model, layers, _ = _model(True)
+    ref_model, ref_layers, _ = _model(False)
+    x = torch.randn(2, 3, 32, 32)
+    grads = []
+    for m, lay in ((model, layers), (ref_model, ref_layers)):
+        loss1 = _loss(m(x))
+        with torch.no_grad():
+            for _, w, _ in iter_parametrized(lay):
+                w.mul_(0.5)
+        loss2 = _loss(m(x))
+        loss1.backward()
+        first = [w.grad.clone() for _, w, _ in iter_parametrized(lay)]
+        loss2.backward()  # accumulates into the kept first gradients
+        grads.append((loss1.detach(), loss2.detach(), first, [w.grad.clone() for _, w, _ in iter_parametrized(lay)]))
+    (a1, a2, af, aa), (b1, b2, bf, ba) = grads
+    assert torch.equal(a1, b1) and torch.equal(a2, b2) and not torch.equal(a1, a2)
+    for x_, y_ in zip(af + aa, bf + ba, strict=True):
+        torch.testing.assert_close(x_, y_, rtol=1e-6, atol=0)
+
+
+def test_buffers_are_reused_once_the_graph_and_gradients_are_gone():
+    model, layers, bank = _model(True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(2, 3, 32, 32)
+    seen = []
+    for _ in range(3):
+        opt.zero_grad(set_to_none=True)
+        _loss(model(x)).backward()
+        opt.step()
+        seen.append({(g, k): buf.data_ptr() for g, pool in bank._pools.items() for k, (buf, _) in pool._bufs.items()})
+    assert len(seen[0]) == 3 * len(bank.groups) and seen[0] == seen[1] == seen[2]
+    for _, w, par in iter_parametrized(layers):  # the gradients are views of the group's buffer (no copies)
+        buf = bank._pools[par.group]._bufs["grad"][0]
+        assert buf.data_ptr() <= w.grad.data_ptr() < buf.data_ptr() + buf.numel() * buf.element_size()
+
+
+def test_reads_outside_the_forward_and_submodule_calls_take_the_per_layer_path():
+    model, layers, bank = _model(True)
+    model(torch.randn(1, 3, 32, 32))
+    assert bank._staged is None  # dropped by the forward hook
+    n_layers = sum(1 for _ in iter_parametrized(layers))
+    bank.counter.take(n_layers)
+    feats = model.backbone(torch.randn(1, 3, 32, 32))  # not the model's forward: no staging
+    feats.sum().backward()
+    assert bank.counter.take(36) is not None  # the 36 backbone layers counted one by one
+
+
+def test_an_error_inside_the_forward_still_drops_the_staged_weights():
+    model, _, bank = _model(True)
+    with pytest.raises(RuntimeError):
+        model(torch.randn(1, 5, 32, 32))  # wrong channel count
+    assert bank._staged is None
+
+
+def test_a_deep_copy_stages_its_own_bank():
+    model, _, bank = _model(True)
+    clone = copy.deepcopy(model)
+    bank.set_theta("head/normal", 5.0)  # prunes the original's normal head entirely
+    x = torch.randn(1, 3, 32, 32)
+    original, copied = model(x), clone(x)
+    assert not torch.equal(original["normal"], copied["normal"])
+    assert clone.soft_thresholds is not bank and clone.soft_thresholds._staged is None
+
+
+def test_the_tensor_alpha_path_reads_nothing_on_the_host(monkeypatch):
+    """The accelerator path (CPU_SCALAR_ALPHA off) stages and back-propagates without any host read."""
+    monkeypatch.setattr(fused_mod, "CPU_SCALAR_ALPHA", False)
+    model, layers, bank = _model(True, mask=True)
+    names = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+
+    def boom(*args, **kwargs):
+        raise AssertionError("host read in the fused path")
+
+    staged = None
+    try:
+        for n in names:
+            setattr(torch.Tensor, n, boom)
+        staged = bank.stage()
+    finally:
+        for n, f in saved.items():
+            setattr(torch.Tensor, n, f)
+    assert staged
+    outs = [staged[par][2] for _, _, par in iter_parametrized(layers)]
+    loss = sum((o * o).sum() for o in outs)
+    try:
+        for n in names:
+            setattr(torch.Tensor, n, boom)
+        loss.backward()
+    finally:
+        for n, f in saved.items():
+            setattr(torch.Tensor, n, f)
+    assert all(t.grad is not None for t in bank.parameters_list())
+
+
+def test_count_kept_is_exact_beyond_float32_integers():
+    s = torch.ones(2**24 + 3)
+    s[5] = 0.0
+    s[-1] = -1.0
+    assert int(count_kept(s)) == 2**24 + 2

@@ -116,6 +116,17 @@ class ReferenceCheck:
         except Exception as exc:  # the waiting trials also see the reference run's own status
             _log(f"could not announce that reference {ref_id} is dropped: {exc}")
 
+    def withdraw_dropped(self, ref_ids: list[str]) -> None:
+        """Remove the announcements for references a next attempt will retrain (``resume`` reopens the same
+        parent run: a stale tag would stop that attempt's waiting trials at once)."""
+        if self.parent_run_id is None:
+            return
+        c = tracking.client(self.tracking_uri)
+        tags = c.get_run(self.parent_run_id).data.tags
+        for ref in ref_ids:
+            if dropped_tag(ref) in tags:
+                c.delete_tag(self.parent_run_id, dropped_tag(ref))
+
     def problem(self, ref_id: str, error: bool) -> str | None:
         """Why the reference cannot serve (the reason MLflow recorded, when there is one), or None."""
         run = tracking.find_run(self.tracking_uri, self.experiment_id, {"run_key": self.run_keys[ref_id]})

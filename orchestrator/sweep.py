@@ -334,6 +334,7 @@ def _phase_main(plan: Plan, session: Any, base: dict[str, Any], state: dict[str,
         _mark_best(base, g, s.mode)
     retry = _retryable_references(plan, base)
     if retry:
+        _reference_check(plan, base).withdraw_dropped(retry)
         # A finished Tune experiment cannot be asked for more trials, so the next run plans a new one; its
         # finished run_keys are skipped and the reference's unfinished run is reopened and resumed.
         st = paths.read_state()

@@ -194,15 +194,21 @@ class ReferenceUnavailable(RuntimeError):
 
 #: Seconds between two looks at the reference while a trial waits for it (see ``wait_for_reference``).
 REFERENCE_POLL_S = 0.5
+#: Seconds a reference's run may stay FAILED/KILLED (not reopened by a retry or a resumed trial, and not
+#: announced as dropped) before a waiting trial gives up on it.
+REFERENCE_GRACE_S = 300.0
 
 
 def wait_for_reference(ctx: TrialContext, unit: Unit, poll_s: float | None = None) -> Any:
     """The reference's FINISHED MLflow run, waiting while it still trains (an early trial of a warm slot,
     ``orchestrator.feeds``); raises :class:`ReferenceUnavailable` as soon as it cannot serve.
 
-    It cannot serve when its run is FAILED/KILLED, when it finished with a metric equal to 0 (the searcher's
-    rule), or when the searcher announced on the parent run that it dropped it (a reference trial that died
-    before its run recorded anything): the second channel next to the run's own status.
+    It cannot serve when it finished with a metric equal to 0 (the searcher's rule), or when the searcher
+    announced on the parent run that it dropped it (its trial failed with no retries left, or died before its
+    run recorded anything). A FAILED/KILLED run alone is not final: on ``resume`` the reference's run is the
+    one an earlier attempt left FAILED/KILLED until its retrained trial reopens it, and Tune may retry a
+    failed reference. It counts as final only if it stays so for ``REFERENCE_GRACE_S`` (a fallback should
+    the announcement itself fail).
     """
     from orchestrator.feeds import ReferenceCheck, dropped_tag
 
@@ -210,13 +216,22 @@ def wait_for_reference(ctx: TrialContext, unit: Unit, poll_s: float | None = Non
     check = ReferenceCheck(ctx.tracking_uri, ctx.experiment_id, {unit.reference_id: unit.reference_key})
     tag = dropped_tag(unit.reference_id)
     c = tracking.client(ctx.tracking_uri)
+    ended_since: float | None = None  # when the run was first seen FAILED/KILLED (since last RUNNING)
     while True:
         run = tracking.find_run(ctx.tracking_uri, ctx.experiment_id, {"run_key": unit.reference_key})
-        if run is not None and run.info.status in ("FINISHED", "FAILED", "KILLED"):
+        status = run.info.status if run is not None else None
+        if status == "FINISHED":
             why = check.problem(unit.reference_id, error=False)
             if why is None:
                 return run
             raise ReferenceUnavailable(f"reference {unit.reference_id} {why}")
+        if status in ("FAILED", "KILLED"):
+            ended_since = ended_since if ended_since is not None else time.monotonic()
+            if time.monotonic() - ended_since > REFERENCE_GRACE_S:
+                why = check.problem(unit.reference_id, error=True) or f"run is {status}"
+                raise ReferenceUnavailable(f"reference {unit.reference_id} {why}")
+        else:
+            ended_since = None
         dropped = c.get_run(ctx.parent_run_id).data.tags.get(tag)
         if dropped:
             raise ReferenceUnavailable(f"reference {unit.reference_id}: {dropped}")

@@ -1,9 +1,9 @@
 """Early (waiting) group trials: ``orchestrator.trial.wait_for_reference`` against a real sqlite store.
 
 A trial issued while its reference still trains waits for the reference's MLflow run and must start as
-soon as it is FINISHED, and stop promptly when the reference cannot serve: its run FAILED/KILLED, a zero
-metric, or the searcher's ``reference_dropped/<id>`` tag on the parent run (a reference trial that died
-before recording anything).
+soon as it is FINISHED, and stop promptly when the reference cannot serve: a zero metric, or the searcher's
+``reference_dropped/<id>`` tag on the parent run (it dropped the reference). A FAILED/KILLED run alone is
+not final (``resume`` reopens it), except as a fallback after a grace period.
 """
 
 from __future__ import annotations
@@ -64,15 +64,51 @@ def test_waits_while_the_reference_trains_then_returns_its_finished_run(store):
 
 
 @pytest.mark.parametrize("status", ["FAILED", "KILLED"])
-def test_a_failed_reference_stops_the_waiting_trial(store, status):
+def test_a_failed_reference_stops_the_waiting_trial_when_the_searcher_drops_it(store, status):
+    from orchestrator.feeds import ReferenceCheck
+
     ctx, unit = store
     run_id = _reference(ctx, unit)
     c = tracking.client(ctx.tracking_uri)
     c.set_tag(run_id, "failure_reason", "non-finite loss (total) within steps 1-25")
-    th = _later(0.3, lambda: c.set_terminated(run_id, status=status))
+    check = ReferenceCheck(ctx.tracking_uri, ctx.experiment_id, {"ref": unit.reference_key},
+                           parent_run_id=ctx.parent_run_id)
+    th = _later(0.3, lambda: (c.set_terminated(run_id, status=status),
+                              check.announce_dropped("ref", check.problem("ref", error=True))))
+    t0 = time.monotonic()
     with pytest.raises(ReferenceUnavailable, match="non-finite loss"):
         wait_for_reference(ctx, unit, poll_s=0.05)
     th.join()
+    assert time.monotonic() - t0 < 10
+
+
+def test_a_run_left_failed_by_an_earlier_attempt_is_waited_for_until_reopened(store):
+    """`resume`: the reference's run is FAILED from the attempt that died until its retrained trial reopens
+    it; a waiting trial must not give up on it then."""
+    ctx, unit = store
+    run_id = _reference(ctx, unit)
+    c = tracking.client(ctx.tracking_uri)
+    c.set_terminated(run_id, status="FAILED")
+    th = _later(0.5, lambda: (c.update_run(run_id, status="RUNNING"), time.sleep(0.5),
+                              c.set_terminated(run_id, status="FINISHED")))
+    run = wait_for_reference(ctx, unit, poll_s=0.05)
+    th.join()
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
+
+
+def test_a_failed_run_nobody_announces_ends_the_wait_after_the_grace(store, monkeypatch):
+    import orchestrator.trial as trial
+
+    ctx, unit = store
+    run_id = _reference(ctx, unit)
+    c = tracking.client(ctx.tracking_uri)
+    c.set_tag(run_id, "failure_reason", "non-finite loss (total) within steps 1-25")
+    c.set_terminated(run_id, status="KILLED")
+    monkeypatch.setattr(trial, "REFERENCE_GRACE_S", 0.5)
+    t0 = time.monotonic()
+    with pytest.raises(ReferenceUnavailable, match="non-finite loss"):
+        wait_for_reference(ctx, unit, poll_s=0.05)
+    assert 0.5 <= time.monotonic() - t0 < 10
 
 
 def test_a_zero_metric_reference_cannot_serve(store):

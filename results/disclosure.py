@@ -90,7 +90,7 @@ def _group_budget(df: pd.DataFrame, rows: pd.DataFrame) -> dict[tuple[Any, Any],
             searched = [p for p in str(raw).split(",") if p and p != "none"]
         else:  # older runs: count the group's trials, and the method params that vary within a group
             keys = [S.TAG_DATASET, S.TAG_ARCH, S.TAG_TARGET_SPARSITY, S.TAG_SEED]
-            var = trials[S.TAG_VARIANT].fillna("") if S.TAG_VARIANT in trials else ""
+            var = trials[S.TAG_VARIANT].astype(object).fillna("") if S.TAG_VARIANT in trials else ""
             mine = trials[(trials[S.TAG_METHOD] == method) & (var == (variant or ""))]
             sizes = mine.groupby(keys, dropna=False).size()
             n = int(sizes.max()) if len(sizes) else 1

@@ -876,7 +876,7 @@ def sweep(df: pd.DataFrame, *, dataset: str | None = None, arch: str | None = No
                 values.loc[label, (f"{rec['target']:g}%", "Achieved %")] = rec["achieved"]
             n[label] = max(n[label], int(rec["n"]))
         mine = trials[(trials[S.TAG_ARCH] == r[0]) & (trials[S.TAG_METHOD] == r[1])
-                      & (trials[S.TAG_VARIANT].fillna("") == r[2])]
+                      & (trials[S.TAG_VARIANT].astype(object).fillna("") == r[2])]
         wide = mine.pivot_table(index=S.TAG_SEED, columns=S.TAG_TARGET_SPARSITY,
                                 values=DT_PREFIX + S.OVERALL, aggfunc="last")
         part = pd.DataFrame(np.nan, index=wide.index, columns=cols)

@@ -26,6 +26,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 FIXED_MASK = ("snip", "lth", "imp", "disparse")
 
 
+def _print_wall_time(sweep: str, tracking_uri: str) -> None:
+    """The sweep's parent run (tag role=sweep) is not among the collected trial runs: read it from MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(sweep)
+    runs = client.search_runs([exp.experiment_id], "tags.role = 'sweep'", order_by=["attributes.start_time DESC"],
+                              max_results=1) if exp else []
+    if runs and runs[0].info.end_time:
+        r = runs[0].info
+        print(f"wall time (parent run): {(r.end_time - r.start_time) / 60000:.1f} min")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("sweep")
@@ -42,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     scored = score_runs(df)
     print(f"sweep {args.sweep}: conventions {scored.attrs.get('conventions')}")
-    parent = df[df[S.TAG_ROLE].isna() & df["end_time"].notna()]
-    if not parent.empty:
-        row = parent.sort_values("start_time").iloc[-1]
-        print(f"wall time (parent run): {(row['end_time'] - row['start_time']) / 60000:.1f} min")
+    _print_wall_time(args.sweep, S.resolve_tracking_uri(args.tracking_uri))
     ok = True
 
     refs = scored[scored[S.TAG_ROLE] == S.ROLE_REFERENCE]

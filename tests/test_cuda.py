@@ -113,7 +113,8 @@ def test_an_adapmtl_step_does_not_sync_on_cuda():
     method.bind_optimizer(opt)
     for step in range(4):
         b = batch()
-        with _no_sync():
+        with _no_sync():  # the engine's step order (trainers/engine.py), hooks included
+            method.before_forward(step, b)
             out = model(b["image"])
             ls = losses(out, b)
             w = method.task_weights(step, {t: v.detach() for t, v in ls.items()})

@@ -27,15 +27,14 @@ FIXED_MASK = ("snip", "lth", "imp", "disparse")
 
 
 def _print_wall_time(sweep: str, tracking_uri: str) -> None:
-    """The sweep's parent run (tag role=sweep) is not among the collected trial runs: read it from MLflow."""
-    from mlflow.tracking import MlflowClient
+    """The sweep's parent run is not among the collected trial runs: look it up by its tags."""
+    from orchestrator import tracking
 
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(sweep)
-    runs = client.search_runs([exp.experiment_id], "tags.role = 'sweep'", order_by=["attributes.start_time DESC"],
-                              max_results=1) if exp else []
-    if runs and runs[0].info.end_time:
-        r = runs[0].info
+    exp = tracking.client(tracking_uri).get_experiment_by_name(sweep)
+    parent = tracking.find_run(tracking_uri, exp.experiment_id, {"role": tracking.ROLE_SWEEP, "sweep": sweep}) \
+        if exp else None
+    if parent is not None and parent.info.end_time:
+        r = parent.info
         print(f"wall time (parent run): {(r.end_time - r.start_time) / 60000:.1f} min")
 
 

@@ -188,14 +188,18 @@ def build_arm(name: str, shape: Shape, batches: list[dict[str, torch.Tensor]], d
     return arm
 
 
-def train_step(arm: Arm, batch: Mapping[str, torch.Tensor]) -> None:
+def train_step(arm: Arm, batch: Mapping[str, torch.Tensor],
+               phase: Callable[[str], Any] | None = None) -> None:
     """The body of ``trainers.engine.train``'s loop (fp32; logging every ``log_every`` steps).
 
     Each phase is a ``record_function`` range (``phase/...``) so that a profile attributes time to the
     forward, the backward, each method hook and the logging step (a no-op when no profiler is active).
+    ``phase``: another context manager factory for those ranges (``bench_step_phases.py`` times them).
     """
     from torch.autograd.profiler import record_function
 
+    if phase is not None:
+        record_function = phase  # noqa: N806 - the same ranges, another observer
     from trainers.sparsity import sparsity_report
 
     step, method, model = arm.step, arm.method, arm.model

@@ -4,7 +4,7 @@ Why: ``bench_step_overhead.py`` gives one ratio per method and its ``--profile``
 torch.profiler, which inflates every small op (it roughly doubles the cost of a 1 µs view). This script uses
 no profiler: the dense arm and the method's arm (the same ``build_arm`` as ``bench_step_overhead.py``: same
 model, same seed, same batches) take alternate steps, each phase of the engine's step timed with
-``time.thread_time`` (one intra-op thread), and it prints the median per phase and the difference. It then
+``time.thread_time`` (one intra-op thread) through ``bso.train_step``'s own phase ranges, and it prints the median per phase and the difference. It then
 times, for AdapMTL, the parts it can isolate: staging every group's Ŵ (``ThresholdBank.stage``) and the 88/72
 parametrization reads of ``module.weight`` inside a forward. What is left of the forward's and the
 backward's difference after those is the cost of the extra weight-sized arrays the method touches (Ŵ, its
@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -37,33 +38,22 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_step_overhead as bso  # noqa: E402
 
-PHASES = ("forward+loss", "task_weights", "backward", "before_optimizer_step", "optimizer+scheduler",
-          "after_optimizer_step")
 
+class PhaseClock:
+    """A ``phase`` factory for ``bso.train_step``: the CPU time of each named range, appended per step."""
 
-def timed_step(arm: bso.Arm, batch: dict[str, torch.Tensor], record: dict[str, list[float]]) -> None:
-    """The engine's step (as ``bso.train_step`` without logging), each phase's CPU time appended to ``record``."""
-    clock = time.thread_time
-    method, model, step = arm.method, arm.model, arm.step
-    c0 = clock()
-    losses = arm.task_losses(model(batch["image"]), batch)
-    c1 = clock()
-    weights = method.task_weights(step, {t: v.detach() for t, v in losses.items()})
-    total = sum(weights[t] * losses[t] for t in bso.TASKS)
-    c2 = clock()
-    arm.optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    c3 = clock()
-    method.before_optimizer_step(step)
-    c4 = clock()
-    arm.optimizer.step()
-    arm.scheduler.step()
-    c5 = clock()
-    method.after_optimizer_step(step)
-    c6 = clock()
-    arm.step += 1
-    for name, dt in zip(PHASES, (c1 - c0, c2 - c1, c3 - c2, c4 - c3, c5 - c4, c6 - c5), strict=True):
-        record[name].append(dt)
+    def __init__(self) -> None:
+        self.times: dict[str, list[float]] = collections.defaultdict(list)
+        self.recording = False
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        c = time.thread_time()
+        try:
+            yield
+        finally:
+            if self.recording:
+                self.times[name.removeprefix("phase/")].append(time.thread_time() - c)
 
 
 def median_ms(fn: Callable[[], object], n: int = 100, rounds: int = 7) -> float:
@@ -94,20 +84,22 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-phases-"))
     arms = {name: bso.build_arm(name, shape, batches, device, 300, 0.9, 50, workdir, False)
             for name in ("dense", args.method)}
-    records = {name: collections.defaultdict(list) for name in arms}
+    clocks = {name: PhaseClock() for name in arms}
     for i in range(args.warmup + args.steps):
         for name, arm in arms.items():
-            timed_step(arm, batches[i % len(batches)], records[name] if i >= args.warmup else collections.defaultdict(list))
+            clocks[name].recording = i >= args.warmup
+            bso.train_step(arm, batches[i % len(batches)], phase=clocks[name])
     print(f"\n{shape.label()} on cpu ({torch.get_num_threads()} thread(s)); median CPU ms per step over "
-          f"{args.steps} alternating steps")
+          f"{args.steps} alternating steps (log: median over the logging steps only)")
     print(f"{'phase':24s} {'dense':>8s} {args.method:>10s} {'extra':>8s}")
     totals = [0.0, 0.0]
-    for phase in PHASES:
-        d, m = (statistics.median(records[n][phase]) * 1e3 for n in ("dense", args.method))
-        totals[0] += d
-        totals[1] += m
+    for phase in clocks["dense"].times:
+        d, m = (statistics.median(clocks[n].times[phase]) * 1e3 for n in ("dense", args.method))
+        if phase != "log":  # every log_every-th step only: not part of the per-step sum
+            totals[0] += d
+            totals[1] += m
         print(f"{phase:24s} {d:8.2f} {m:10.2f} {m - d:+8.2f}")
-    print(f"{'sum of medians':24s} {totals[0]:8.2f} {totals[1]:10.2f} {totals[1] - totals[0]:+8.2f}  "
+    print(f"{'sum (without log)':24s} {totals[0]:8.2f} {totals[1]:10.2f} {totals[1] - totals[0]:+8.2f}  "
           f"({totals[1] / totals[0]:.3f}×)")
     bank = getattr(arms[args.method].model, "soft_thresholds", None)
     if bank is not None:

@@ -11,13 +11,19 @@ run several ways, one after the other, each in a fresh work dir and MLflow store
   fresh interpreter, imports included, as a user's own script would.
 * **tune×1**: ``orchestrator.sweep.run_sweep`` (what ``adapmtl run`` calls) with ``ray.num_cpus: 1`` — the
   embedded Ray start, the parent run, the sweep's one Tuner, one trial at a time, one thread each. Ratio to
-  the (warm) loop: target ≤ 1.15×.
+  the (warm) loop: target ≤ 1.05× (round 3; 1.15× in round 2).
 * **tune×2**: the same with ``ray.num_cpus: 2`` (2 concurrent trials of 1 CPU / 1 thread each on 2 cores).
   Throughput of the pruning trials (trials per second between the first start and the last end of their
-  MLflow runs) vs the same in tune×1 (sequential): target ≥ 1.7×. The reference runs alone before them
-  (they need its metrics), so it is left out of the throughput and reported in the wall times. With k
-  trials on 2 slots the best possible ratio is k / ceil(k / 2): an odd k caps it (3 trials: 1.5×), so the
-  default is 4 trials (``--trials 5``).
+  MLflow runs) vs the same in tune×1 (sequential): target ≥ 1.9× (round 3; 1.7× in round 2). The
+  reference runs alone before them (they need its metrics), so it is left out of the throughput and reported
+  in the wall times. With k trials on 2 slots the best possible ratio is k / ceil(k / 2): an odd k caps it
+  (3 trials: 1.5×), so the default is 4 trials (``--trials 5``).
+
+* **floor**: what any embedded-Ray sweep pays before and after its trials, with no project code in the way:
+  ``orchestrator.cluster.connect`` (the sweep's own embedded Ray start), one Ray Tune ``Tuner`` whose single
+  function trial only imports what a real trial imports (torch, MLflow, the engine, ``orchestrator.trial``)
+  and reports once, and the shutdown. ``(loop + floor) / loop`` is the best tune×1 / loop any orchestration
+  on a Ray started per sweep can reach at this workload: the Q3 target is only reachable where it is ≥ that.
 
 The order of the variants is rotated between repeats (``--repeats``) to cancel drift; medians are reported.
 
@@ -145,6 +151,45 @@ def run_tune(spec: dict[str, Any], workdir: Path) -> dict[str, float]:
             "ref_s": statistics.median(ref_s) if ref_s else float("nan")}
 
 
+#: What a trial's actor imports before its first step (orchestrator.trial._run_engine and its callers).
+TRIAL_IMPORTS = ("torch", "mlflow", "trainers.engine", "trainers.reporting", "orchestrator.trial",
+                 "orchestrator.feeds")
+
+
+def _import_only_trial(config: dict[str, Any]) -> None:
+    """A Tune function trial that does nothing but a real trial's imports."""
+    import importlib
+
+    from ray import tune
+
+    for name in config["modules"]:
+        importlib.import_module(name)
+    tune.report({"imported": len(config["modules"])})
+
+
+def run_floor(workdir: Path) -> dict[str, float]:
+    """Ray's own fixed cost for a sweep on an embedded Ray: start, one import-only trial, shutdown."""
+    from ray import tune
+
+    from orchestrator import cluster
+
+    t0 = time.perf_counter()
+    session = cluster.connect(None, 1)
+    t1 = time.perf_counter()
+    try:
+        tuner = tune.Tuner(tune.with_resources(_import_only_trial, {"cpu": 1}),
+                           param_space={"modules": list(TRIAL_IMPORTS)},
+                           run_config=tune.RunConfig(name="floor", storage_path=str(workdir / "ray"), verbose=0))
+        results = tuner.fit()
+        if results.errors:
+            raise RuntimeError(f"the import-only trial failed: {results.errors[0]}")
+    finally:
+        t2 = time.perf_counter()
+        session.close()
+    t3 = time.perf_counter()
+    return {"wall": t3 - t0, "ray_start": t1 - t0, "first_trial": t2 - t1, "shutdown": t3 - t2}
+
+
 def prewarm(spec: dict[str, Any]) -> None:
     """Render (and cache) the synthetic scenes once, so no variant pays for it."""
     from trainers.data import build_dataset
@@ -161,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution", type=int, default=48, help="48 = examples/quickstart.yaml")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--only", nargs="+", choices=["engine", "loop", "loop-cold", "tune1", "tune2"],
-                        default=["engine", "loop", "loop-cold", "tune1", "tune2"])
+    parser.add_argument("--only", nargs="+", choices=["engine", "loop", "loop-cold", "tune1", "tune2", "floor"],
+                        default=["engine", "loop", "loop-cold", "tune1", "tune2", "floor"])
     args = parser.parse_args(argv)
     os.environ.setdefault("ADAPMTL_CACHE", str(Path(tempfile.gettempdir()) / "adapmtl-bench-cache"))
 
@@ -178,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "tune2": lambda wd: run_tune(make_spec("bench-orch2", args.trials, args.iterations, 2, args.resolution,
                                                args.batch), wd),
         "loop-cold": lambda wd: run_loop_cold(args, wd),
+        "floor": run_floor,
     }
     order = [v for v in variants if v in args.only]
     results: dict[str, list[dict[str, float]]] = {v: [] for v in order}
@@ -206,14 +252,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':34s} {'value':>8s} {'spread':>14s}  target")
     for v in order:
         print(f"  wall {v:28s} {med(v, 'wall'):7.1f}s")
+        if "ray_start" in results[v][0]:
+            print(f"    Ray start {med(v, 'ray_start'):6.1f}s · import-only trial {med(v, 'first_trial'):6.1f}s"
+                  f" · shutdown {med(v, 'shutdown'):5.1f}s")
         if "before_first" in results[v][0]:
             print(f"    before 1st trial {med(v, 'before_first'):6.1f}s · inside trial runs {med(v, 'inside_runs'):6.1f}s"
                   f" · gaps between runs {med(v, 'gaps'):6.1f}s · after last {med(v, 'after_last'):5.1f}s")
     if "loop" in results and "tune1" in results:
         rs = [t["wall"] / lp["wall"] for t, lp in zip(results["tune1"], results["loop"], strict=False)]
         r = statistics.median(rs)
-        print(f"{'tune×1 / loop wall time':34s} {r:7.3f}× {spread(rs):>14s}  ≤ 1.15×  "
-              f"{'met' if r <= 1.15 else 'missed'}")
+        print(f"{'tune×1 / loop wall time':34s} {r:7.3f}× {spread(rs):>14s}  ≤ 1.05×  "
+              f"{'met' if r <= 1.05 else 'missed'}")
+    if "loop" in results and "floor" in results:
+        rs = [(lp["wall"] + f["wall"]) / lp["wall"] for lp, f in zip(results["loop"], results["floor"], strict=False)]
+        r = statistics.median(rs)
+        print(f"{'(loop + floor) / loop':34s} {r:7.3f}× {spread(rs):>14s}  the best tune×1 / loop can be here; "
+              f"the 1.05× target is {'within' if r <= 1.05 else 'below'} it")
     if "loop-cold" in results and "tune1" in results:
         rs = [t["wall"] / lp["wall"] for t, lp in zip(results["tune1"], results["loop-cold"], strict=False)]
         print(f"{'tune×1 / loop in a fresh process':34s} {statistics.median(rs):7.3f}× {spread(rs):>14s}  (context)")
@@ -225,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
               for a, b in zip(results["tune1"], results["tune2"], strict=False)]
         r = statistics.median(rs)
         k = args.trials - 1
-        print(f"{'tune×2 / tune×1 trial throughput':34s} {r:7.3f}× {spread(rs):>14s}  ≥ 1.7×   "
-              f"{'met' if r >= 1.7 else 'missed'}  (best possible for {k} trials on 2 slots: "
+        print(f"{'tune×2 / tune×1 trial throughput':34s} {r:7.3f}× {spread(rs):>14s}  ≥ 1.9×   "
+              f"{'met' if r >= 1.9 else 'missed'}  (best possible for {k} trials on 2 slots: "
               f"{k / math.ceil(k / 2):.2f}×)")
         rs = [a["wall"] / b["wall"] for a, b in zip(results["tune1"], results["tune2"], strict=False)]
         print(f"{'tune×1 / tune×2 whole-sweep wall':34s} {statistics.median(rs):7.3f}× {spread(rs):>14s}")

@@ -60,7 +60,8 @@ SHORT_SETUP: dict[str, dict[str, Any]] = {"lth": {"dense_iterations": 2, "reuse_
 #: ``name[variant]`` → (registered method, extra params): AdapMTL once its mask is fixed (θ_init high enough
 #: that the 90 % target is reached at the first step; from then on Ŵ = mask ⊙ W).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"adapmtl[mask-fixed]": ("adapmtl", {"theta_init": 0.0}),
-                                                   "adapmtl[per-layer]": ("adapmtl", {})}
+                                                   "adapmtl[per-layer]": ("adapmtl", {}),
+                                                   "adapmtl[stock-ops]": ("adapmtl", {})}
 
 
 def _per_layer(model: nn.Module) -> None:
@@ -68,8 +69,14 @@ def _per_layer(model: nn.Module) -> None:
     model.soft_thresholds.fused = False
 
 
+def _stock_ops(model: nn.Module) -> None:
+    """AdapMTL's fused group nodes with stock torch ops instead of the compiled CPU kernel (round 3's path)."""
+    model.soft_thresholds.cpu_kernel = False
+
+
 #: ``name[variant]`` → a change applied to the model after the method's setup (same maths, another code path).
-AFTER_SETUP: dict[str, Callable[[nn.Module], None]] = {"adapmtl[per-layer]": _per_layer}
+AFTER_SETUP: dict[str, Callable[[nn.Module], None]] = {"adapmtl[per-layer]": _per_layer,
+                                                       "adapmtl[stock-ops]": _stock_ops}
 
 
 @dataclass

@@ -219,6 +219,7 @@ def test_log_state_names_and_requested_vs_achieved():
     assert logged["threshold/head/normal"] == logged["threshold/head/depth_zbuffer"]
     assert {"adapmtl/frozen", "adapmtl/mask_fixed", "adapmtl/target_sparsity",
             "adapmtl/beta/normal", "adapmtl/overall_sparsity_at_check"} <= set(logged)
+    assert logged["adapmtl/cpu_kernel"] == float(model.soft_thresholds.cpu_kernel)  # which code ran the passes
     art = method.extra_artifacts()
     assert art["requested_sparsity"] == 0.5
     assert art["achieved_sparsity"] == pytest.approx(sparsity_report(model)["overall"])

@@ -8,11 +8,13 @@ gradient still holds.
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 
 import trainers.soft_threshold_fused as fused_mod
+from trainers import soft_threshold_kernel
 from trainers.adapmtl import threshold_groups
 from trainers.models import build_model
 from trainers.soft_threshold import NonzeroCounter, install_soft_thresholds, iter_parametrized
@@ -23,14 +25,14 @@ TASKS = {"segment_semantic": 5, "normal": 3, "depth_zbuffer": 1}
 
 
 def _model(fused: bool, *, theta: float = -3.0, mask: bool = False, channels_last: bool = False,
-           thresholds: str = "per_component", seed: int = 0):
+           thresholds: str = "per_component", seed: int = 0, kernel: bool | None = None):
     torch.manual_seed(seed)
     model = build_model("resnet34", TASKS, width=0.0625, head_channels=16, dropout=0.0)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     layers = prunable_weights(model)
     bank = install_soft_thresholds(model, layers, threshold_groups(list(layers), thresholds), theta,
-                                   with_mask=mask, fused=fused)
+                                   with_mask=mask, fused=fused, cpu_kernel=kernel)
     bank.counter = NonzeroCounter()
     if mask:  # a fixed-mask-mode model with real masks (as after the bake)
         bank.masks_all_ones = False
@@ -69,9 +71,13 @@ def _theta_close(a, b):
 @pytest.mark.parametrize("mask", [False, True])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("scalar_alpha", [True, False])
-def test_fused_step_matches_the_per_layer_path(mask, channels_last, scalar_alpha, monkeypatch):
+@pytest.mark.parametrize("kernel", [True, False], ids=["cpu-kernel", "stock-ops"])
+def test_fused_step_matches_the_per_layer_path(mask, channels_last, scalar_alpha, kernel, monkeypatch):
+    if kernel and not soft_threshold_kernel.available():
+        pytest.skip("the fused CPU kernel cannot be built here (no C++ compiler or ninja)")
     monkeypatch.setattr(fused_mod, "CPU_SCALAR_ALPHA", scalar_alpha)  # False: the accelerator formula
-    f = _one_step(True, mask=mask, channels_last=channels_last)
+    f = _one_step(True, mask=mask, channels_last=channels_last, kernel=kernel)
+    assert f["bank"].cpu_kernel is kernel
     p = _one_step(False, mask=mask, channels_last=channels_last)
     for k in f["out"]:
         assert torch.equal(f["out"][k], p["out"][k]), k  # forward outputs bit for bit
@@ -156,7 +162,8 @@ def test_buffers_are_reused_once_the_graph_and_gradients_are_gone():
         _loss(model(x)).backward()
         opt.step()
         seen.append({(g, k): buf.data_ptr() for g, pool in bank._pools.items() for k, (buf, _) in pool._bufs.items()})
-    assert len(seen[0]) == 3 * len(bank.groups) and seen[0] == seen[1] == seen[2]
+    per_group = 2 if bank.cpu_kernel else 3  # Ŵ, ∂L/∂W (and sign(Ŵ), which the fused kernel never writes)
+    assert len(seen[0]) == per_group * len(bank.groups) and seen[0] == seen[1] == seen[2]
     for _, w, par in iter_parametrized(layers):  # the gradients are views of the group's buffer (no copies)
         buf = bank._pools[par.group]._bufs["grad"][0]
         assert buf.data_ptr() <= w.grad.data_ptr() < buf.data_ptr() + buf.numel() * buf.element_size()
@@ -226,3 +233,35 @@ def test_count_kept_is_exact_beyond_float32_integers():
     s[5] = 0.0
     s[-1] = -1.0
     assert int(count_kept(s)) == 2**24 + 2
+
+
+def test_the_kernel_switch_or_an_unbuildable_kernel_leaves_the_stock_ops(monkeypatch):
+    monkeypatch.setenv(soft_threshold_kernel.ENV_SWITCH, "0")
+    assert not _model(True)[2].cpu_kernel
+    monkeypatch.delenv(soft_threshold_kernel.ENV_SWITCH)
+    monkeypatch.setattr(soft_threshold_kernel, "_tried", True)  # as after a failed build (no compiler)
+    monkeypatch.setattr(soft_threshold_kernel, "_module", None)
+    model, _, bank = _model(True)
+    assert not bank.cpu_kernel
+    model(torch.randn(1, 3, 32, 32))["normal"].sum().backward()  # and the step runs on the stock ops
+
+
+@pytest.mark.skipif(not soft_threshold_kernel.available(), reason="the fused CPU kernel cannot be built here")
+def test_the_kernel_matches_the_stock_ops_on_edge_values():
+    """±0, values on the band's edge, NaN and ±inf weights; non-finite incoming gradients on pruned weights."""
+    lam = 0.5
+    w = torch.tensor([0.0, -0.0, 0.5, -0.5, 0.5000001, -0.75, 3.0, float("nan"), float("inf"), -float("inf"),
+                      1e-30, 0.25] * 3)
+    g = torch.tensor([1.0, float("nan"), float("inf"), 2.0, -3.0, 4.0, 0.5, 1.5, -2.0, 2.5, float("inf"), 7.0] * 3)
+    ws = [w[:20], w[20:]]
+    out = torch.empty_like(w)
+    soft_threshold_kernel.threshold_into(ws, out, lam)
+    ref = torch.cat([x - torch.clamp(x, -lam, lam) for x in ws])
+    assert torch.equal(out.view(torch.int32), ref.view(torch.int32))  # bits, NaN and signs of zero included
+    grad = torch.empty_like(w)
+    dot, kept = soft_threshold_kernel.backward_into([g[:20], g[20:]], out, grad)
+    ref_grad = torch.ops.aten.softshrink_backward(g, out, 0.0)
+    assert torch.equal(grad.nan_to_num(7.0).view(torch.int32), ref_grad.nan_to_num(7.0).view(torch.int32))
+    s = torch.sign(out)
+    assert kept == int(torch.dot(s, s)) == 15  # 0.5000001, -0.75, 3.0 and ±inf, 3 times; NaN is not counted
+    assert dot == float(torch.dot(ref_grad, s)) or (math.isnan(dot) and math.isnan(float(torch.dot(ref_grad, s))))

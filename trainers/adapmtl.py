@@ -424,6 +424,7 @@ class AdapMTL(PruningMethod):
             out["adapmtl/target_sparsity"] = float(self.ctx.target_sparsity)
         out["adapmtl/lambda_factor"] = self.lam_factor
         out["adapmtl/warmup_steps"] = float(self.warmup_steps)
+        out["adapmtl/cpu_kernel"] = float(self.bank.cpu_kernel)  # which code ran the CPU passes (same maths)
         return out
 
     def extra_artifacts(self) -> dict[str, Any]:

@@ -194,6 +194,9 @@ class ThresholdBank(nn.Module):
         self._flat_masks: dict[str, tuple[tuple[Tensor, ...], tuple[int, ...], torch.dtype, Tensor]] = {}
         #: per group: its reusable flat work buffers (CPU)
         self._pools: dict[str, BufferPool] = {}
+        #: run the fused path's CPU float32 passes in the compiled kernel (trainers.soft_threshold_kernel);
+        #: set by install where it is available, False = stock torch ops (same Ŵ and ∂L/∂W bits)
+        self.cpu_kernel = False
 
     def parameter(self, group: str) -> nn.Parameter:
         return self.theta[group_key(group)]
@@ -241,7 +244,7 @@ class ThresholdBank(nn.Module):
             mask = None if self.masks_all_ones else self._flat_mask(group, members, layout, weights[0])
             outs = fused_soft_threshold(weights, self.alpha(group), layout, threshold=not self.fixed_known,
                                         mask=mask, counter=counter,
-                                        pool=self._pools.setdefault(group, BufferPool()))
+                                        pool=self._pools.setdefault(group, BufferPool()), kernel=self.cpu_kernel)
             for (_, par), w, out in zip(members, weights, outs, strict=True):
                 staged[par] = (w, w._version, out)
         return staged
@@ -295,12 +298,14 @@ class SoftThreshold(nn.Module):
 
 def install_soft_thresholds(model: nn.Module, layers: Mapping[str, Sequence[tuple[str, nn.Module]]],
                             group_of: Mapping[str, str], theta_init: float, *, with_mask: bool = False,
-                            scale: float = 1.0, fused: bool = True) -> ThresholdBank:
+                            scale: float = 1.0, fused: bool = True, cpu_kernel: bool | None = None) -> ThresholdBank:
     """Parametrize every layer's ``weight`` and attach the bank to ``model`` as ``model.soft_thresholds``.
 
     ``layers``: ``{component: [(name, module), ...]}`` (``trainers.sparsity.prunable_weights``);
     ``group_of``: ``{component: threshold group}``. Idempotence is refused rather than silently doubled.
-    ``fused``: stage each group's Ŵ once per forward of ``model`` (the default; see the module doc).
+    ``fused``: stage each group's Ŵ once per forward of ``model`` (the default; see the module doc);
+    ``cpu_kernel``: run its CPU passes in the compiled kernel (``trainers.soft_threshold_kernel``); None =
+    wherever the model is on the CPU and the kernel can be loaded.
     """
     if hasattr(model, BANK_ATTR):
         raise RuntimeError("soft thresholds are already installed on this model")
@@ -316,6 +321,11 @@ def install_soft_thresholds(model: nn.Module, layers: Mapping[str, Sequence[tupl
             parametrize.register_parametrization(module, "weight", par)
             bank._members.setdefault(group_of[comp], []).append((module.parametrizations["weight"], par))
     bank.fused = fused
+    if cpu_kernel is None:
+        from trainers import soft_threshold_kernel
+
+        cpu_kernel = device.type == "cpu" and soft_threshold_kernel.available()
+    bank.cpu_kernel = bool(cpu_kernel)
     # bound methods (not closures), so that a deep copy of the model stages its own copy of the bank
     model.register_forward_pre_hook(bank._pre_forward)
     model.register_forward_hook(bank._post_forward, always_call=True)

@@ -20,7 +20,9 @@ On the CPU the threshold is ``W − clamp(W, −α, α)`` with ``α`` read as a 
 straight into the group's buffer (no concatenation copy; scalar bounds are ~2× cheaper than tensor bounds
 there), and a read of a CPU tensor is not a device sync. ``softshrink`` would be one pass instead of two but
 is only equal in value: its scalar tail loop gives −0 where the formula gives +0. On accelerators the group is
-concatenated once and thresholded with the 0-d tensor ``α`` (no host read per step, benchmarks Q2).
+concatenated once and thresholded with the 0-d tensor ``α`` (no host read per step, benchmarks Q2). Where
+the fused CPU kernel is built (``trainers.soft_threshold_kernel``), the CPU forward and backward of a group
+are one pass each over its weights instead of two and five stock ops.
 
 Exactness against the per-layer path (tests/test_soft_threshold_fused.py): ``Ŵ`` bit for bit;
 ``∂L/∂W`` value for value (``softshrink_backward`` writes +0 where the per-layer ``(g·s)·s`` gave −0 before
@@ -37,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+from trainers import soft_threshold_kernel as cpu_kernel
 
 if TYPE_CHECKING:  # pragma: no cover
     from trainers.soft_threshold import NonzeroCounter
@@ -158,16 +162,18 @@ class _GroupSoftThresholdFn(torch.autograd.Function):
     Every weight-sized result is written into a flat buffer of the group (no concatenation copies on the
     CPU path): the forward's ``Ŵ`` by ``clamp(out=)`` + ``sub(out=)`` per layer, the backward's ``∂L/∂W`` by
     one ``softshrink_backward(out=)`` per layer; ``sign``, the two dots and the mask are then one op over
-    the whole group.
+    the whole group. With ``kernel`` (CPU, float32) the fused kernel does each direction in one pass.
     """
 
     @staticmethod
     def forward(ctx: Any, alpha: Tensor, lam: float | None, threshold: bool, mask: Tensor | None,  # type: ignore[override]
-                counter: NonzeroCounter | None, layout: GroupLayout, pool: BufferPool,
+                counter: NonzeroCounter | None, layout: GroupLayout, pool: BufferPool, kernel: bool,
                 *weights: Tensor) -> tuple[Tensor, ...]:
         out = pool.get("w_hat", layout.numel, weights[0])
         views = layer_views(out, layout, weights)
-        if threshold and lam is not None:  # CPU: W − clamp(W, −α, α) with host-float bounds, layer by layer
+        if threshold and lam is not None and kernel:  # the fused CPU kernel: read W, write Ŵ, once
+            cpu_kernel.threshold_into(weights, out, lam)
+        elif threshold and lam is not None:  # CPU: W − clamp(W, −α, α) with host-float bounds, layer by layer
             for w, v in zip(weights, views, strict=True):
                 torch.clamp(w, -lam, lam, out=v)
                 torch.sub(w, v, out=v)  # the second pass reads what the first just wrote (in cache)
@@ -187,6 +193,7 @@ class _GroupSoftThresholdFn(torch.autograd.Function):
         ctx.counter = counter
         ctx.layout = layout
         ctx.pool = pool
+        ctx.kernel = kernel
         return tuple(views)
 
     @staticmethod
@@ -197,6 +204,15 @@ class _GroupSoftThresholdFn(torch.autograd.Function):
         # ∂L/∂W = g·1[Ŵ ≠ 0], layer by layer into one flat buffer (the layers' gradients are its views)
         grad_w = pool.get("grad", layout.numel, out)
         grad_views = layer_views(grad_w, layout, grads)
+        if ctx.kernel and cpu_kernel.eligible(grads, layout.channels_last):
+            # one pass: ∂L/∂W, ⟨∂L/∂W, sign(Ŵ)⟩ and the count of sign(Ŵ) ≠ 0 (trainers.soft_threshold_kernel)
+            dot, kept = cpu_kernel.backward_into(grads, out, grad_w)
+            grad_alpha = torch.tensor(-dot, dtype=alpha.dtype).reshape(alpha.shape) if ctx.needs_input_grad[0] \
+                else None
+            if ctx.counter is not None:
+                ctx.counter.add(torch.tensor(kept, dtype=torch.int64), layers=len(layout.sizes))
+            weight_grads = tuple(grad_views) if any(ctx.needs_input_grad[8:]) else (None,) * len(layout.sizes)
+            return (grad_alpha, None, None, None, None, None, None, None, *weight_grads)
         for g, o, gv in zip(grads, layer_views(out, layout, grads), grad_views, strict=True):
             _SOFTSHRINK_BACKWARD(g, o, 0.0, grad_input=gv)
         grad_alpha = None
@@ -206,22 +222,24 @@ class _GroupSoftThresholdFn(torch.autograd.Function):
                 grad_alpha = -torch.dot(grad_w, s).reshape(alpha.shape).to(alpha.dtype)
             if ctx.counter is not None:
                 ctx.counter.add(count_kept(s), layers=len(layout.sizes))
-        weight_grads = tuple(grad_views) if any(ctx.needs_input_grad[7:]) else (None,) * len(layout.sizes)
-        return (grad_alpha, None, None, None, None, None, None, *weight_grads)
+        weight_grads = tuple(grad_views) if any(ctx.needs_input_grad[8:]) else (None,) * len(layout.sizes)
+        return (grad_alpha, None, None, None, None, None, None, None, *weight_grads)
 
 
 def fused_soft_threshold(weights: Sequence[Tensor], alpha: Tensor, layout: GroupLayout, *,
                          threshold: bool = True, mask: Tensor | None = None,
                          counter: NonzeroCounter | None = None,
-                         pool: BufferPool | None = None) -> tuple[Tensor, ...]:
+                         pool: BufferPool | None = None, kernel: bool = False) -> tuple[Tensor, ...]:
     """The effective weights of one threshold group, one view per layer of one flat buffer.
 
     ``threshold=False`` skips the threshold (the fixed-mask mode once α is known to be 0 on the host: ``W − clamp(W, 0, 0) = W``);
     ``mask``: the group's flat mask in ``layout`` order, as a 0/1 float (multiplied) or as a bool *pruned*
-    mask (zero-filled); ``counter`` receives the group's non-zero count in the backward.
+    mask (zero-filled); ``counter`` receives the group's non-zero count in the backward; ``kernel``: use the
+    fused CPU kernel (``trainers.soft_threshold_kernel``, loaded) for float32 CPU weights.
     """
     lam = None
     if threshold and CPU_SCALAR_ALPHA and alpha.device.type == "cpu":
         lam = float(alpha.detach())  # a CPU tensor's value: a memory read, not a device sync
-    return _GroupSoftThresholdFn.apply(alpha, lam, threshold, mask, counter, layout, pool or BufferPool(),
+    kernel = kernel and weights[0].device.type == "cpu" and weights[0].dtype == torch.float32
+    return _GroupSoftThresholdFn.apply(alpha, lam, threshold, mask, counter, layout, pool or BufferPool(), kernel,
                                        *weights)

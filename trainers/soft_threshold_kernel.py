@@ -1,0 +1,227 @@
+"""A fused CPU kernel for the soft threshold of one threshold group: fewer passes over the weights.
+
+Why: at the CPU sizes, AdapMTL's extra step time is memory traffic, not arithmetic or dispatch. MobileNetV2
+w0.125 has 2.5 M prunable weights (10 MB, 96 % in the ASPP heads), and every weight-sized pass costs ~1 ms
+on the 2-core machine; stock ops need ~13 such passes per step (forward ``clamp`` + ``sub``: read W twice,
+read and write Ŵ; backward ``softshrink_backward``, ``sign``, two dots: read the incoming gradient, Ŵ three
+times and ``sign(Ŵ)`` twice, write ∂L/∂W and ``sign(Ŵ)``), where the maths needs 5 (benchmarks/RESULTS.md,
+Q1 round 4). The two loops below make one pass each:
+
+* ``threshold_into(weights, out, λ)``: ``Ŵ = W − clamp(W, −λ, λ)`` for every layer, in memory order, into
+  consecutive slices of the group's flat buffer: read W, write Ŵ. Bit for bit the stock ops' result
+  (the same IEEE operations per element, +0 inside the band, NaN propagated).
+* ``backward_into(grads, Ŵ, grad_out)``: ``∂L/∂W = g·1[Ŵ ≠ 0]`` into the flat gradient buffer (+0 where
+  pruned or NaN, exactly ``softshrink_backward(g, Ŵ, 0)``), and in the same pass ``Σ ∂L/∂W · sign(Ŵ)`` (the
+  θ-gradient's sum, accumulated in float32 lanes per block and float64 across blocks: the same sum as the
+  stock ``dot`` in another order, equal to float32 rounding) and the exact count of ``sign(Ŵ) ≠ 0`` (int64).
+
+The kernel is compiled once per machine with ``torch.utils.cpp_extension.load_inline`` (a C++ compiler and
+ninja; ``scripts/install.sh`` builds it, so no trial pays for it) into torch's extension cache. Where it
+cannot be built, or with ``ADAPMTL_CPU_KERNEL=0``, the stock ops run instead, with the same Ŵ and ∂L/∂W
+bits and the θ-gradient equal to rounding; which one ran is recorded on every run
+(``trainers.adapmtl``: the ``adapmtl/cpu_kernel`` parameter).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["ENV_SWITCH", "available", "backward_into", "load", "threshold_into"]
+
+#: ``ADAPMTL_CPU_KERNEL=0`` keeps the stock ops (for comparison, or where building is not wanted).
+ENV_SWITCH = "ADAPMTL_CPU_KERNEL"
+#: Bump when the source changes: torch caches builds by name, and a new name forces a rebuild.
+_NAME = "adapmtl_soft_threshold_v5"
+
+_SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <cmath>
+#include <tuple>
+#include <vector>
+
+namespace {
+constexpr int64_t kGrain = 1 << 15;   // elements per parallel chunk (and per block of the float lanes)
+constexpr int kLanes = 16;            // float32 accumulators per chunk (vectorizable, fixed order)
+
+inline const float* data_of(const at::Tensor& t) { return t.data_ptr<float>(); }
+
+// One element of the backward, as the stock ops give it: s = sign(w) (0 for NaN, as at::sign); o = g where
+// s != 0, else +0 (a NaN w counts as pruned, as in at::softshrink_backward); acc += o * s; cnt += (s != 0),
+// as the stock count <s, s>. Branch-free (selects, no jumps): the signs of the weights are random, and a
+// mispredicted branch per element would cost more than the memory traffic this kernel saves.
+inline void step(float w, float g, float& o, float& acc, float& cnt) {
+  const float pos = w > 0.f ? 1.f : 0.f;
+  const float neg = w < 0.f ? 1.f : 0.f;
+  const float gv = std::fabs(w) > 0.f ? g : 0.f;  // one compare (false for NaN): a select, not a jump
+  o = gv;
+  acc += gv * (pos - neg);
+  cnt += pos + neg;  // exact: at most kGrain / kLanes per lane and block, far below 2^24
+}
+}  // namespace
+
+// W - clamp(W, -lam, lam) per element, layer after layer, into consecutive slices of `out`.
+void threshold_into(const std::vector<at::Tensor>& weights, at::Tensor out, double lam) {
+  float* base = out.data_ptr<float>();
+  const float hi = static_cast<float>(lam);
+  const float lo = -hi;
+  int64_t offset = 0;
+  for (const auto& w : weights) {
+    const float* x = data_of(w);
+    float* y = base + offset;
+    const int64_t n = w.numel();
+    at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const float v = x[i];
+        float c = v < lo ? lo : v;    // max(v, lo) with v's NaN kept, as at::clamp
+        c = hi < c ? hi : c;          // min(c, hi)
+        y[i] = v - c;
+      }
+    });
+    offset += n;
+  }
+}
+
+// grad_out = g * 1[w_hat != 0] (+0 where pruned); returns (sum of grad_out * sign(w_hat), count of w_hat != 0).
+std::tuple<double, int64_t> backward_into(const std::vector<at::Tensor>& grads, at::Tensor w_hat,
+                                          at::Tensor grad_out) {
+  const float* h = w_hat.data_ptr<float>();
+  float* out = grad_out.data_ptr<float>();
+  const int64_t total = w_hat.numel();
+  const int64_t chunks = (total + kGrain - 1) / kGrain;
+  std::vector<double> dots(static_cast<size_t>(chunks), 0.0);
+  std::vector<int64_t> counts(static_cast<size_t>(chunks), 0);
+  // the chunk grid is over the whole flat buffer; each chunk reads the layers' gradients it overlaps
+  std::vector<int64_t> starts;
+  std::vector<const float*> gptr;
+  starts.reserve(grads.size() + 1);
+  int64_t offset = 0;
+  for (const auto& g : grads) {
+    starts.push_back(offset);
+    gptr.push_back(data_of(g));
+    offset += g.numel();
+  }
+  starts.push_back(offset);
+  at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; ++c) {
+      const int64_t begin = c * kGrain;
+      const int64_t end = std::min(total, begin + kGrain);
+      size_t layer = static_cast<size_t>(std::upper_bound(starts.begin(), starts.end(), begin) - starts.begin() - 1);
+      double dot = 0.0;
+      int64_t kept = 0;
+      int64_t i = begin;
+      while (i < end) {
+        while (starts[layer + 1] <= i) ++layer;
+        const int64_t n = std::min(end, starts[layer + 1]) - i;
+        const float* g = gptr[layer] + (i - starts[layer]);
+        const float* w = h + i;
+        float* o = out + i;
+        float acc[kLanes] = {0.f};
+        float cnt[kLanes] = {0.f};
+        int64_t j = 0;
+        for (; j + kLanes <= n; j += kLanes) {
+          for (int k = 0; k < kLanes; ++k) step(w[j + k], g[j + k], o[j + k], acc[k], cnt[k]);
+        }
+        for (; j < n; ++j) step(w[j], g[j], o[j], acc[0], cnt[0]);
+        for (int k = 0; k < kLanes; ++k) {
+          dot += static_cast<double>(acc[k]);
+          kept += static_cast<int64_t>(cnt[k]);
+        }
+        i += n;
+      }
+      dots[static_cast<size_t>(c)] = dot;
+      counts[static_cast<size_t>(c)] = kept;
+    }
+  });
+  double dot = 0.0;
+  int64_t kept = 0;
+  for (int64_t c = 0; c < chunks; ++c) {  // fixed order: the same bits for any thread count
+    dot += dots[static_cast<size_t>(c)];
+    kept += counts[static_cast<size_t>(c)];
+  }
+  return std::make_tuple(dot, kept);
+}
+"""
+
+_log = logging.getLogger(__name__)
+_module: Any = None
+_tried = False
+
+
+def _enabled() -> bool:
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def load(*, verbose: bool = False) -> Any:
+    """The compiled kernel module (built on first use, then loaded from torch's cache), or None."""
+    global _module, _tried
+    if _tried or not _enabled():
+        return _module if _enabled() else None
+    _tried = True
+    try:
+        quiet = logging.getLogger("torch.utils.cpp_extension")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # its import notes the missing CUDA runtime of a CPU machine
+        try:
+            from torch.utils.cpp_extension import load_inline
+        finally:
+            quiet.setLevel(level)
+        _module = load_inline(name=_NAME, cpp_sources=[_SOURCE], functions=["threshold_into", "backward_into"],
+                              extra_cflags=["-O3"], verbose=verbose)
+    except Exception as exc:  # no compiler, no ninja, a read-only cache: the stock ops serve instead
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        _log.warning("AdapMTL's fused CPU kernel is unavailable (%s); using stock torch ops", first[:200])
+        _module = None
+    return _module
+
+
+def available() -> bool:
+    """Whether the kernel is (or can be) loaded in this process."""
+    return load() is not None
+
+
+def _dense_in(t: Tensor, channels_last: bool) -> bool:
+    return t.is_contiguous(memory_format=torch.channels_last) if channels_last else t.is_contiguous()
+
+
+def eligible(tensors: Sequence[Tensor], channels_last: Sequence[bool]) -> bool:
+    """CPU float32 tensors, each dense in its layer's memory order (what the loops index directly)."""
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 and _dense_in(t, cl)
+               for t, cl in zip(tensors, channels_last, strict=True))
+
+
+def threshold_into(weights: Sequence[Tensor], out: Tensor, lam: float) -> None:
+    """``out[slice_l] = W_l − clamp(W_l, −λ, λ)`` in memory order (see the module doc)."""
+    load().threshold_into(list(weights), out, float(lam))
+
+
+def backward_into(grads: Sequence[Tensor], w_hat: Tensor, grad_out: Tensor) -> tuple[float, int]:
+    """``grad_out = g·1[Ŵ ≠ 0]``; returns ``(Σ grad_out·sign(Ŵ), #(Ŵ ≠ 0))`` (see the module doc)."""
+    return load().backward_into(list(grads), w_hat, grad_out)
+
+
+def main() -> int:
+    """``python -m trainers.soft_threshold_kernel``: build (or load) the kernel and say which; always 0."""
+    import sys
+
+    if not _enabled():
+        print(f"adapmtl: fused CPU kernel off ({ENV_SWITCH}=0); AdapMTL uses stock torch ops", file=sys.stderr)
+        return 0
+    module = load()
+    if module is None:
+        print("adapmtl: fused CPU kernel unavailable (see the warning above); AdapMTL uses stock torch ops",
+              file=sys.stderr)
+    else:
+        print(f"adapmtl: fused CPU kernel ready ({module.__file__})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

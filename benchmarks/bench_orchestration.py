@@ -25,10 +25,15 @@ run several ways, one after the other, each in a fresh work dir and MLflow store
   and reports once, and the shutdown. ``(loop + floor) / loop`` is the best tune×1 / loop any orchestration
   on a Ray started per sweep can reach at this workload: the Q3 target is only reachable where it is ≥ that.
 
+``--quickstart`` runs the same comparison on ``examples/quickstart.yaml``'s runs instead (dense + 5 methods
+at 90 %, 1,500 iterations of the benchmark's model; AdapMTL once, at its search space's midpoint): the fixed
+cost of the floor is the same, the workload several minutes long. The loop gives LTH the reference's final
+weights, as a sweep's trial gets them.
+
 The order of the variants is rotated between repeats (``--repeats``) to cancel drift; medians are reported.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_orchestration.py [--trials 5] [--iterations 100]
-        [--repeats 1]
+        [--repeats 1] [--quickstart] [--only loop tune1 tune2 floor ...]
 """
 
 from __future__ import annotations
@@ -75,6 +80,23 @@ def make_spec(name: str, trials: int, iterations: int, num_cpus: int, resolution
     }
 
 
+def make_quickstart_spec(name: str, num_cpus: int) -> dict[str, Any]:
+    """``examples/quickstart.yaml`` as a fixed plan: 6 of its 7 runs (dense + 5 methods at 90 %, 1,500 iterations,
+    the benchmark's model and data), AdapMTL once at its search space's midpoint instead of 2 Optuna samples
+    (a loop cannot replay what the searcher would sample; the step costs the same)."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
+    adapmtl = spec["methods"]["adapmtl"]
+    adapmtl.pop("search", None)
+    adapmtl.pop("samples", None)
+    adapmtl.update(theta_init=-7.0, lam=5.0)
+    spec["search"] = {"algorithm": "grid"}
+    spec["name"] = name
+    spec["ray"] = {"num_cpus": num_cpus}
+    return spec
+
+
 def _plan(spec: dict[str, Any]) -> Any:
     from orchestrator.plan import build_plan
     from orchestrator.spec import parse_spec
@@ -97,25 +119,28 @@ def run_loop(spec: dict[str, Any], workdir: Path, *, tracking: bool) -> dict[str
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     exp = trk.ensure_experiment(uri, spec["name"]) if tracking else None
     configs = [("reference", r.config) for r in plan.references] + [("trial", g.base) for g in plan.groups]
-    reference = None
+    reference = dense_checkpoint = None
     for role, kwargs in configs:
         cfg = RunConfig(**kwargs)
         reporter = None
         if tracking:
             run_id = trk.create_run(uri, exp, run_name=f"{cfg.method}-{cfg.run_key()[:6]}", tags={"role": role})
             reporter = MLflowReporter(uri, run_id)
-        result = train(cfg, reporter, workdir=workdir / "runs" / cfg.run_key(), reference=reference)
-        if role == "reference":
+        result = train(cfg, reporter, workdir=workdir / "runs" / cfg.run_key(), reference=reference,
+                       dense_checkpoint=dense_checkpoint)
+        if role == "reference":  # as a sweep's trials get it: the metrics, and the weights LTH starts from
             reference = {"val": result.val, "test": result.test}
+            dense_checkpoint = workdir / "runs" / cfg.run_key() / "final.pt"
     return {"wall": time.perf_counter() - t0}
 
 
 def run_loop_cold(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     """The loop in a fresh interpreter: what a user's own script pays, imports of torch & co. included."""
     here = str(Path(__file__).parent)
+    make = ("b.make_quickstart_spec('bench-orch', 1)" if args.quickstart else
+            f"b.make_spec('bench-orch', {args.trials}, {args.iterations}, 1, {args.resolution}, {args.batch})")
     code = (f"import sys; from pathlib import Path; sys.path.insert(0, {here!r}); import bench_orchestration as b; "
-            f"b.run_loop(b.make_spec('bench-orch', {args.trials}, {args.iterations}, 1, {args.resolution}, "
-            f"{args.batch}), Path({str(workdir)!r}), tracking=True)")
+            f"b.run_loop({make}, Path({str(workdir)!r}), tracking=True)")
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return {"wall": time.perf_counter() - t0}
@@ -203,25 +228,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5, help="1 reference + trials−1 SNIP trials")
     parser.add_argument("--iterations", type=int, default=100, help="steps per trial")
-    parser.add_argument("--resolution", type=int, default=48, help="48 = examples/quickstart.yaml")
+    parser.add_argument("--resolution", type=int, default=48, help="48: the CPU-sized model of rounds 1-3")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--quickstart", action="store_true",
+                        help="run examples/quickstart.yaml's runs (AdapMTL once, fixed) instead of --trials × "
+                             "--iterations SNIP trials")
     parser.add_argument("--only", nargs="+", choices=["engine", "loop", "loop-cold", "tune1", "tune2", "floor"],
                         default=["engine", "loop", "loop-cold", "tune1", "tune2", "floor"])
     args = parser.parse_args(argv)
     os.environ.setdefault("ADAPMTL_CACHE", str(Path(tempfile.gettempdir()) / "adapmtl-bench-cache"))
 
-    base = make_spec("bench-orch", args.trials, args.iterations, 1, args.resolution, args.batch)
-    prewarm(base)
+    def spec(name: str, num_cpus: int) -> dict[str, Any]:
+        if args.quickstart:
+            return make_quickstart_spec(name, num_cpus)
+        return make_spec(name, args.trials, args.iterations, num_cpus, args.resolution, args.batch)
+
+    prewarm(spec("bench-orch", 1))
     variants = {
-        "engine": lambda wd: run_loop(make_spec("bench-orch", args.trials, args.iterations, 1, args.resolution,
-                                                args.batch), wd, tracking=False),
-        "loop": lambda wd: run_loop(make_spec("bench-orch", args.trials, args.iterations, 1, args.resolution,
-                                              args.batch), wd, tracking=True),
-        "tune1": lambda wd: run_tune(make_spec("bench-orch1", args.trials, args.iterations, 1, args.resolution,
-                                               args.batch), wd),
-        "tune2": lambda wd: run_tune(make_spec("bench-orch2", args.trials, args.iterations, 2, args.resolution,
-                                               args.batch), wd),
+        "engine": lambda wd: run_loop(spec("bench-orch", 1), wd, tracking=False),
+        "loop": lambda wd: run_loop(spec("bench-orch", 1), wd, tracking=True),
+        "tune1": lambda wd: run_tune(spec("bench-orch1", 1), wd),
+        "tune2": lambda wd: run_tune(spec("bench-orch2", 2), wd),
         "loop-cold": lambda wd: run_loop_cold(args, wd),
         "floor": run_floor,
     }
@@ -246,8 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     def spread(values: list[float]) -> str:
         return f"[{min(values):.2f}, {max(values):.2f}]" if len(values) > 1 else ""
 
-    print(f"\n{args.trials} trials × {args.iterations} steps, resnet34 w0.125 {args.resolution}² b{args.batch}, "
-          f"1 thread per trial; {args.repeats} repeat(s), load average during runs "
+    workload = ("examples/quickstart.yaml's 6 runs × 1,500 steps (AdapMTL once, fixed), resnet34 w1/16 64² b8"
+                if args.quickstart else
+                f"{args.trials} trials × {args.iterations} steps, resnet34 w0.125 {args.resolution}² b{args.batch}")
+    print(f"\n{workload}, 1 thread per trial; {args.repeats} repeat(s), load average during runs "
           f"{min(loads):.2f}–{max(loads):.2f}")
     print(f"{'':34s} {'value':>8s} {'spread':>14s}  target")
     for v in order:

@@ -19,5 +19,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 # AdapMTL's fused CPU kernel (trainers/soft_threshold_kernel.py): compiled once per machine into torch's
 # extension cache (~1 min with g++ and ninja), so that no trial pays for it; later calls only load it
-# (~1 s). Where it cannot be built, it says why and the stock torch ops serve (never an install failure).
+# (~4 s, most of it importing torch). Where it cannot be built, it says why and the stock torch ops serve (never an install failure).
 .venv/bin/python -m trainers.soft_threshold_kernel

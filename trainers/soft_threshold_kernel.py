@@ -19,7 +19,7 @@ The kernel is compiled once per machine with ``torch.utils.cpp_extension.load_in
 ninja; ``scripts/install.sh`` builds it, so no trial pays for it) into torch's extension cache. Where it
 cannot be built, or with ``ADAPMTL_CPU_KERNEL=0``, the stock ops run instead, with the same Ŵ and ∂L/∂W
 bits and the θ-gradient equal to rounding; which one ran is recorded on every run
-(``trainers.adapmtl``: the ``adapmtl/cpu_kernel`` parameter).
+(``trainers.adapmtl`` logs the metric ``adapmtl/cpu_kernel``: 1 = the kernel ran).
 """
 
 from __future__ import annotations
@@ -32,11 +32,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["ENV_SWITCH", "available", "backward_into", "load", "threshold_into"]
+__all__ = ["ENV_SWITCH", "available", "backward_into", "eligible", "load", "threshold_into"]
 
 #: ``ADAPMTL_CPU_KERNEL=0`` keeps the stock ops (for comparison, or where building is not wanted).
 ENV_SWITCH = "ADAPMTL_CPU_KERNEL"
-#: Bump when the source changes: torch caches builds by name, and a new name forces a rebuild.
+#: One name per source version: checkouts of different versions sharing one extension cache then never
+#: rebuild each other's kernel back and forth (torch would, under a single name).
 _NAME = "adapmtl_soft_threshold_v5"
 
 _SOURCE = r"""

@@ -204,24 +204,23 @@ class _GroupSoftThresholdFn(torch.autograd.Function):
         # ∂L/∂W = g·1[Ŵ ≠ 0], layer by layer into one flat buffer (the layers' gradients are its views)
         grad_w = pool.get("grad", layout.numel, out)
         grad_views = layer_views(grad_w, layout, grads)
+        grad_alpha = None
         if ctx.kernel and cpu_kernel.eligible(grads, layout.channels_last):
             # one pass: ∂L/∂W, ⟨∂L/∂W, sign(Ŵ)⟩ and the count of sign(Ŵ) ≠ 0 (trainers.soft_threshold_kernel)
             dot, kept = cpu_kernel.backward_into(grads, out, grad_w)
-            grad_alpha = torch.tensor(-dot, dtype=alpha.dtype).reshape(alpha.shape) if ctx.needs_input_grad[0] \
-                else None
+            if ctx.needs_input_grad[0]:
+                grad_alpha = torch.tensor(-dot, dtype=alpha.dtype).reshape(alpha.shape)
             if ctx.counter is not None:
                 ctx.counter.add(torch.tensor(kept, dtype=torch.int64), layers=len(layout.sizes))
-            weight_grads = tuple(grad_views) if any(ctx.needs_input_grad[8:]) else (None,) * len(layout.sizes)
-            return (grad_alpha, None, None, None, None, None, None, None, *weight_grads)
-        for g, o, gv in zip(grads, layer_views(out, layout, grads), grad_views, strict=True):
-            _SOFTSHRINK_BACKWARD(g, o, 0.0, grad_input=gv)
-        grad_alpha = None
-        if ctx.needs_input_grad[0] or ctx.counter is not None:
-            s = torch.sign(out, out=pool.get("sign", layout.numel, out))
-            if ctx.needs_input_grad[0]:  # ⟨∂L/∂W, s⟩ = ⟨g, s⟩ (they differ only where s = 0)
-                grad_alpha = -torch.dot(grad_w, s).reshape(alpha.shape).to(alpha.dtype)
-            if ctx.counter is not None:
-                ctx.counter.add(count_kept(s), layers=len(layout.sizes))
+        else:
+            for g, o, gv in zip(grads, layer_views(out, layout, grads), grad_views, strict=True):
+                _SOFTSHRINK_BACKWARD(g, o, 0.0, grad_input=gv)
+            if ctx.needs_input_grad[0] or ctx.counter is not None:
+                s = torch.sign(out, out=pool.get("sign", layout.numel, out))
+                if ctx.needs_input_grad[0]:  # ⟨∂L/∂W, s⟩ = ⟨g, s⟩ (they differ only where s = 0)
+                    grad_alpha = -torch.dot(grad_w, s).reshape(alpha.shape).to(alpha.dtype)
+                if ctx.counter is not None:
+                    ctx.counter.add(count_kept(s), layers=len(layout.sizes))
         weight_grads = tuple(grad_views) if any(ctx.needs_input_grad[8:]) else (None,) * len(layout.sizes)
         return (grad_alpha, None, None, None, None, None, None, None, *weight_grads)
 

@@ -163,8 +163,10 @@ def _enabled() -> bool:
 def load(*, verbose: bool = False) -> Any:
     """The compiled kernel module (built on first use, then loaded from torch's cache), or None."""
     global _module, _tried
-    if _tried or not _enabled():
-        return _module if _enabled() else None
+    if not _enabled():
+        return None
+    if _tried:
+        return _module
     _tried = True
     try:
         quiet = logging.getLogger("torch.utils.cpp_extension")
@@ -199,13 +201,14 @@ def eligible(tensors: Sequence[Tensor], channels_last: Sequence[bool]) -> bool:
 
 
 def threshold_into(weights: Sequence[Tensor], out: Tensor, lam: float) -> None:
-    """``out[slice_l] = W_l − clamp(W_l, −λ, λ)`` in memory order (see the module doc)."""
-    load().threshold_into(list(weights), out, float(lam))
+    """``out[slice_l] = W_l − clamp(W_l, −λ, λ)`` in memory order (see the module doc). Per step: callers
+    have checked ``available()`` once, so the module is used as loaded."""
+    _module.threshold_into(list(weights), out, float(lam))
 
 
 def backward_into(grads: Sequence[Tensor], w_hat: Tensor, grad_out: Tensor) -> tuple[float, int]:
     """``grad_out = g·1[Ŵ ≠ 0]``; returns ``(Σ grad_out·sign(Ŵ), #(Ŵ ≠ 0))`` (see the module doc)."""
-    return load().backward_into(list(grads), w_hat, grad_out)
+    return _module.backward_into(list(grads), w_hat, grad_out)
 
 
 def main() -> int:

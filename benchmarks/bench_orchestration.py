@@ -111,6 +111,7 @@ def run_loop(spec: dict[str, Any], workdir: Path, *, tracking: bool) -> dict[str
     from orchestrator import tracking as trk
     from trainers.config import RunConfig
     from trainers.engine import train
+    from trainers.paths import RunPaths
     from trainers.reporting import MLflowReporter
 
     torch.set_num_threads(1)
@@ -130,7 +131,7 @@ def run_loop(spec: dict[str, Any], workdir: Path, *, tracking: bool) -> dict[str
                        dense_checkpoint=dense_checkpoint)
         if role == "reference":  # as a sweep's trials get it: the metrics, and the weights LTH starts from
             reference = {"val": result.val, "test": result.test}
-            dense_checkpoint = workdir / "runs" / cfg.run_key() / "final.pt"
+            dense_checkpoint = RunPaths(workdir / "runs" / cfg.run_key()).final
     return {"wall": time.perf_counter() - t0}
 
 

@@ -38,7 +38,7 @@ __all__ = ["ENV_SWITCH", "available", "backward_into", "eligible", "load", "thre
 ENV_SWITCH = "ADAPMTL_CPU_KERNEL"
 #: One name per source version: checkouts of different versions sharing one extension cache then never
 #: rebuild each other's kernel back and forth (torch would, under a single name).
-_NAME = "adapmtl_soft_threshold_v5"
+_NAME = "adapmtl_soft_threshold_v6"
 
 _SOURCE = r"""
 #include <torch/extension.h>
@@ -52,19 +52,71 @@ namespace {
 constexpr int64_t kGrain = 1 << 15;   // elements per parallel chunk (and per block of the float lanes)
 constexpr int kLanes = 16;            // float32 accumulators per chunk (vectorizable, fixed order)
 
+// The two inner loops are compiled twice and picked at load time by the CPU (GCC's target_clones, an ifunc):
+// AVX2 where the CPU has it, the x86-64 baseline (SSE2) elsewhere. Why: the backward's selects vectorize
+// 8 wide with AVX2, and that loop took 0.67-0.79 ms instead of 0.98-1.16 ms per 2.5 M weights (benchmarks/RESULTS.md,
+// Q1 round 5); a cache of built kernels shared by machines of different CPUs still runs everywhere, which
+// -march=native would not. The results are the same bits: each element's operations are the same IEEE ops,
+// and the products g * sign(w) are exact, so a contracted multiply-add rounds as the separate ones do.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define ADAPMTL_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define ADAPMTL_CLONES
+#endif
+
 inline const float* data_of(const at::Tensor& t) { return t.data_ptr<float>(); }
 
-// One element of the backward, as the stock ops give it: s = sign(w) (0 for NaN, as at::sign); o = g where
-// s != 0, else +0 (a NaN w counts as pruned, as in at::softshrink_backward); acc += o * s; cnt += (s != 0),
-// as the stock count <s, s>. Branch-free (selects, no jumps): the signs of the weights are random, and a
-// mispredicted branch per element would cost more than the memory traffic this kernel saves.
-inline void step(float w, float g, float& o, float& acc, float& cnt) {
-  const float pos = w > 0.f ? 1.f : 0.f;
-  const float neg = w < 0.f ? 1.f : 0.f;
-  const float gv = std::fabs(w) > 0.f ? g : 0.f;  // one compare (false for NaN): a select, not a jump
-  o = gv;
-  acc += gv * (pos - neg);
-  cnt += pos + neg;  // exact: at most kGrain / kLanes per lane and block, far below 2^24
+// W - clamp(W, -lam, lam) per element, as at::clamp then at::sub: +0 inside the band, NaN kept.
+ADAPMTL_CLONES void threshold_run(const float* __restrict__ x, float* __restrict__ y, int64_t n, float lo, float hi) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    float c = v < lo ? lo : v;    // max(v, lo) with v's NaN kept, as at::clamp
+    c = hi < c ? hi : c;          // min(c, hi)
+    y[i] = v - c;
+  }
+}
+
+// One run of the backward over n elements, as the stock ops give it, element by element: s = sign(w) (0 for
+// NaN, as at::sign); o = g where s != 0, else +0 (a NaN w counts as pruned, as in at::softshrink_backward);
+// the run's sum of o * s and count of s != 0 (as the stock count <s, s>) are returned through dot and kept.
+// Branch-free (selects, no jumps): the signs of the weights are random, and a mispredicted branch per
+// element would cost more than the memory traffic this kernel saves.
+ADAPMTL_CLONES void backward_run(const float* __restrict__ w, const float* __restrict__ g, float* __restrict__ o,
+                                 int64_t n, double* __restrict__ dot,
+                                 int64_t* kept) {
+  float acc[kLanes] = {0.f};
+  float cnt[kLanes] = {0.f};  // exact: at most kGrain / kLanes per lane and run, far below 2^24
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int k = 0; k < kLanes; ++k) {
+      const float x = w[j + k];
+      const float pos = x > 0.f ? 1.f : 0.f;
+      const float neg = x < 0.f ? 1.f : 0.f;
+      const float gx = g[j + k];  // loaded unconditionally: a conditional load does not vectorize on SSE2
+      const float gv = std::fabs(x) > 0.f ? gx : 0.f;  // one compare (false for NaN): a select
+      o[j + k] = gv;
+      acc[k] += gv * (pos - neg);
+      cnt[k] += pos + neg;
+    }
+  }
+  for (; j < n; ++j) {
+    const float x = w[j];
+    const float pos = x > 0.f ? 1.f : 0.f;
+    const float neg = x < 0.f ? 1.f : 0.f;
+    const float gx = g[j];
+    const float gv = std::fabs(x) > 0.f ? gx : 0.f;
+    o[j] = gv;
+    acc[0] += gv * (pos - neg);
+    cnt[0] += pos + neg;
+  }
+  double d = *dot;  // lane after lane onto the chunk's running sum: the order (and bits) of the v5 kernel
+  int64_t c = *kept;
+  for (int k = 0; k < kLanes; ++k) {
+    d += static_cast<double>(acc[k]);
+    c += static_cast<int64_t>(cnt[k]);
+  }
+  *dot = d;
+  *kept = c;
 }
 }  // namespace
 
@@ -77,16 +129,10 @@ void threshold_into(const std::vector<at::Tensor>& weights, at::Tensor out, doub
   for (const auto& w : weights) {
     const float* x = data_of(w);
     float* y = base + offset;
-    const int64_t n = w.numel();
-    at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const float v = x[i];
-        float c = v < lo ? lo : v;    // max(v, lo) with v's NaN kept, as at::clamp
-        c = hi < c ? hi : c;          // min(c, hi)
-        y[i] = v - c;
-      }
+    at::parallel_for(0, w.numel(), kGrain, [&](int64_t begin, int64_t end) {
+      threshold_run(x + begin, y + begin, end - begin, lo, hi);
     });
-    offset += n;
+    offset += w.numel();
   }
 }
 
@@ -118,23 +164,10 @@ std::tuple<double, int64_t> backward_into(const std::vector<at::Tensor>& grads, 
       double dot = 0.0;
       int64_t kept = 0;
       int64_t i = begin;
-      while (i < end) {
+      while (i < end) {  // one run per layer the chunk overlaps
         while (starts[layer + 1] <= i) ++layer;
         const int64_t n = std::min(end, starts[layer + 1]) - i;
-        const float* g = gptr[layer] + (i - starts[layer]);
-        const float* w = h + i;
-        float* o = out + i;
-        float acc[kLanes] = {0.f};
-        float cnt[kLanes] = {0.f};
-        int64_t j = 0;
-        for (; j + kLanes <= n; j += kLanes) {
-          for (int k = 0; k < kLanes; ++k) step(w[j + k], g[j + k], o[j + k], acc[k], cnt[k]);
-        }
-        for (; j < n; ++j) step(w[j], g[j], o[j], acc[0], cnt[0]);
-        for (int k = 0; k < kLanes; ++k) {
-          dot += static_cast<double>(acc[k]);
-          kept += static_cast<int64_t>(cnt[k]);
-        }
+        backward_run(h + i, gptr[layer] + (i - starts[layer]), out + i, n, &dot, &kept);
         i += n;
       }
       dots[static_cast<size_t>(c)] = dot;

@@ -461,6 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
     small_device = torch.device("cuda") if cuda and not args.cpu else torch.device("cpu")
+    if small_device.type == "cpu":  # as trainers.engine.train does for a CPU run
+        from trainers.host_memory import retain_freed_memory
+
+        print(f"malloc keeps freed memory (trainers.host_memory): {retain_freed_memory()}")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for arch in [] if args.only_full else args.arch:

@@ -80,6 +80,9 @@ def main() -> None:
     os.environ.setdefault("ADAPMTL_CACHE", str(Path(tempfile.gettempdir()) / "adapmtl-bench-cache"))
     shape = bso.Shape(args.arch, args.width, args.resolution, args.batch)
     device = torch.device("cpu")
+    from trainers.host_memory import retain_freed_memory
+
+    retain_freed_memory()  # as trainers.engine.train does for a CPU run
     batches = bso.load_batches(shape, 3, device)
     workdir = Path(tempfile.mkdtemp(prefix="bench-phases-"))
     arms = {name: bso.build_arm(name, shape, batches, device, 300, 0.9, 50, workdir, False)

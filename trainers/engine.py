@@ -25,6 +25,7 @@ from trainers import checkpoint as ckpt
 from trainers.compute import ComputeLedger
 from trainers.config import RunConfig
 from trainers.data import DATASETS, build_dataset
+from trainers.host_memory import retain_freed_memory
 from trainers.loader import BatchStream, eval_loader, to_device
 from trainers.methods import MethodContext, PruningMethod, build_method
 from trainers.models import build_model
@@ -182,6 +183,8 @@ def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path 
     checkpoint, as a pre-empted trial would (tests use it to prove resume equals uninterrupted).
     """
     device = device or default_device()
+    if device.type == "cpu":
+        retain_freed_memory()  # no page faults for the step's recurring tensors (trainers.host_memory)
     rank, world = _dist_rank_world()
     paths = RunPaths(Path(workdir)).ensure()
     history = MemoryReporter()

@@ -22,7 +22,8 @@ timed with ``torch.cuda.Event``; without CUDA that part prints "skipped: no CUDA
 
 ``--profile`` adds, per method, the torch.profiler operators whose self time grows most vs dense over the same
 number of steps (the evidence of what an overhead is made of), and ``param evals/step``: how many times a
-weight parametrization (soft threshold or mask) is evaluated per step vs the number of parametrized weights.
+weight parametrization (soft threshold or mask) is evaluated per step vs the number of parametrized weights
+(AdapMTL: 0 — its forward reads are served the staged Ŵ from torch's parametrization cache).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_step_overhead.py [--arch resnet34 mobilenetv2]
         [--methods adapmtl snip lth imp disparse] [--rounds 8 --block 4] [--profile] [--full]

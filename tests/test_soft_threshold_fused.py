@@ -181,10 +181,48 @@ def test_reads_outside_the_forward_and_submodule_calls_take_the_per_layer_path()
 
 
 def test_an_error_inside_the_forward_still_drops_the_staged_weights():
+    from torch.nn.utils import parametrize
+
     model, _, bank = _model(True)
     with pytest.raises(RuntimeError):
         model(torch.randn(1, 5, 32, 32))  # wrong channel count
     assert bank._staged is None
+    assert bank._cache_scope is None and not parametrize._cache_enabled and not parametrize._cache
+
+
+def test_inside_the_forward_reads_are_served_from_the_parametrization_cache(monkeypatch):
+    """Each layer's read of ``module.weight`` in the model's forward is the staged view itself, with no
+    call of its SoftThreshold; afterwards the cache holds none of it, also inside a user's ``cached()``."""
+    from torch.nn.utils import parametrize
+
+    from trainers.soft_threshold import SoftThreshold
+
+    model, layers, bank = _model(True)
+    modules = [m for mods in layers.values() for _, m in mods]
+    calls = [0]
+    per_layer = SoftThreshold.forward
+
+    def counting(self, w):
+        calls[0] += 1
+        return per_layer(self, w)
+
+    monkeypatch.setattr(SoftThreshold, "forward", counting)
+    seen = {}
+    handles = [m.register_forward_pre_hook(lambda mod, _a: seen.__setitem__(mod, mod.weight)) for m in modules]
+    model(torch.randn(1, 3, 32, 32))
+    for h in handles:
+        h.remove()
+    assert calls[0] == 0 and len(seen) == len(modules)
+    staged_once = bank.stage()
+    for _, _, par in iter_parametrized(layers):
+        assert torch.equal(seen[bank._owner[par]], staged_once[par][2])  # the staged Ŵ, no per-layer call
+    assert not parametrize._cache and not parametrize._cache_enabled
+    with parametrize.cached():
+        model(torch.randn(1, 3, 32, 32))
+        assert not parametrize._cache  # the bank's entries are gone, the user's scope is still open
+        fresh = modules[0].weight  # evaluated now (per-layer path), then cached by the user's scope
+        assert calls[0] == 1 and modules[0].weight is fresh
+    assert not parametrize._cache_enabled
 
 
 def test_a_deep_copy_stages_its_own_bank():

@@ -21,8 +21,11 @@ reference to the bank, so the bank is neither duplicated in ``state_dict`` nor c
 
 Per step, the model's forward does not take the per-layer path below: a forward pre-hook stages every
 threshold group's effective weights at once (``trainers.soft_threshold_fused``: one σ(θ) and one autograd
-node per group instead of per layer), and each parametrization returns its staged view. Any other read of
-``module.weight`` (accounting, the bake, FLOPs, tests) evaluates the per-layer path afresh.
+node per group instead of per layer), and each layer's read of ``module.weight`` in that forward is served
+its staged view from torch's parametrization cache (as inside ``parametrize.cached()``: no call through the
+ParametrizationList; where the cache cannot be used — tracing, compiling — each SoftThreshold returns the
+view). Any other read of ``module.weight`` (accounting, the bake, FLOPs, tests) evaluates the per-layer path
+afresh.
 
 Fixed-mask mode (supplement D, see ``trainers.adapmtl``): each parametrization also owns a boolean ``mask``
 buffer (all ones until the mask is fixed). Once ``bank.fixed`` is set, the effective threshold is 0 and
@@ -197,6 +200,11 @@ class ThresholdBank(nn.Module):
         #: run the fused path's CPU float32 passes in the compiled kernel (trainers.soft_threshold_kernel);
         #: set by install where it is available, False = stock torch ops (same Ŵ and ∂L/∂W bits)
         self.cpu_kernel = False
+        #: each SoftThreshold's module (the key of torch's parametrization cache), set by install
+        self._owner: dict[SoftThreshold, nn.Module] = {}
+        #: during a forward: the open ``parametrize.cached()`` scope and the cache keys this bank filled
+        self._cache_scope: Any = None
+        self._cache_keys: list[tuple[int, str]] = []
 
     def parameter(self, group: str) -> nn.Parameter:
         return self.theta[group_key(group)]
@@ -226,10 +234,28 @@ class ThresholdBank(nn.Module):
     def _pre_forward(self, module: nn.Module, args: Any) -> None:
         """Forward pre-hook of the model: stage every group's Ŵ for this forward."""
         self._staged = self.stage() if self.fused else None
+        if self._staged and _can_prefill_parametrize_cache():
+            # Each layer's read of ``module.weight`` is then a lookup in torch's parametrization cache (as
+            # inside ``parametrize.cached()``) instead of a call through the ParametrizationList and this
+            # layer's SoftThreshold: ~5 µs × 88 reads per MobileNetV2 step (benchmarks/RESULTS.md, Q1 round 5).
+            self._cache_scope = parametrize.cached()
+            self._cache_scope.__enter__()
+            cache = parametrize._cache
+            for par, (_, _, w_hat) in self._staged.items():
+                key = (id(self._owner[par]), "weight")
+                cache[key] = w_hat
+                self._cache_keys.append(key)
 
     def _post_forward(self, module: nn.Module, args: Any, output: Any) -> None:
         """Forward hook (always called, also on errors): later reads of ``module.weight`` are fresh."""
         self._staged = None
+        if self._cache_scope is not None:
+            cache = parametrize._cache
+            for key in self._cache_keys:  # ours only: an enclosing cached() block keeps its own entries
+                cache.pop(key, None)
+            self._cache_keys.clear()
+            scope, self._cache_scope = self._cache_scope, None
+            scope.__exit__(None, None, None)
 
     def stage(self) -> dict[SoftThreshold, tuple[Tensor, int, Tensor]]:
         """Each group's effective weights, computed by one fused node (groups that cannot share a flat
@@ -265,6 +291,15 @@ class ThresholdBank(nn.Module):
         value = flat.to(like.dtype) if like.device.type == "cpu" else ~flat
         self._flat_masks[group] = (masks, versions, like.dtype, value)
         return value
+
+
+def _can_prefill_parametrize_cache() -> bool:
+    """Whether the staged views may be handed to torch's parametrization cache for this forward: not while
+    tracing or compiling (the cache refuses tracing; dynamo should see the plain path), and only where torch's
+    ``parametrize`` has the cache this relies on (a private dict behind the public ``cached()``; without it
+    the staged views are returned by each SoftThreshold, as before)."""
+    return (isinstance(getattr(parametrize, "_cache", None), dict) and hasattr(parametrize, "cached")
+            and torch._C._get_tracing_state() is None and not torch.compiler.is_compiling())
 
 
 class SoftThreshold(nn.Module):
@@ -320,6 +355,7 @@ def install_soft_thresholds(model: nn.Module, layers: Mapping[str, Sequence[tupl
             par = SoftThreshold(bank, group_of[comp], module.weight, with_mask=with_mask)
             parametrize.register_parametrization(module, "weight", par)
             bank._members.setdefault(group_of[comp], []).append((module.parametrizations["weight"], par))
+            bank._owner[par] = module
     bank.fused = fused
     if cpu_kernel is None:
         from trainers import soft_threshold_kernel

@@ -297,9 +297,48 @@ def test_the_kernel_matches_the_stock_ops_on_edge_values():
     ref = torch.cat([x - torch.clamp(x, -lam, lam) for x in ws])
     assert torch.equal(out.view(torch.int32), ref.view(torch.int32))  # bits, NaN and signs of zero included
     grad = torch.empty_like(w)
-    dot, kept = soft_threshold_kernel.backward_into([g[:20], g[20:]], out, grad)
+    dot, kept = soft_threshold_kernel.backward_into([g[:20], g[20:]], out, grad, [False, False])
     ref_grad = torch.ops.aten.softshrink_backward(g, out, 0.0)
     assert torch.equal(grad.nan_to_num(7.0).view(torch.int32), ref_grad.nan_to_num(7.0).view(torch.int32))
     s = torch.sign(out)
     assert kept == int(torch.dot(s, s)) == 15  # 0.5000001, -0.75, 3.0 and ±inf, 3 times; NaN is not counted
     assert dot == float(torch.dot(ref_grad, s)) or (math.isnan(dot) and math.isnan(float(torch.dot(ref_grad, s))))
+
+
+@pytest.mark.skipif(not soft_threshold_kernel.available(), reason="the fused CPU kernel cannot be built here")
+def test_the_kernel_refuses_gradients_it_cannot_index_and_writes_nothing():
+    """A gradient not dense in its layer's memory order, of another dtype or size: None, nothing written (the
+    fused backward then takes the stock ops)."""
+    w_hat = torch.randn(2 * 4 * 3 * 3)
+    grad = torch.full_like(w_hat, 7.0)
+    g = torch.randn(4, 2, 3, 3)
+    layouts = [False]
+    for bad, cl in ((g.transpose(0, 1), layouts),                                 # not contiguous
+                    (g, [True]),                                                  # not channels_last
+                    (g.double(), layouts),                                        # float64
+                    (g[:3], layouts)):                                            # wrong size
+        assert soft_threshold_kernel.backward_into([bad], w_hat, grad, cl) is None
+        assert torch.equal(grad, torch.full_like(w_hat, 7.0))
+    assert soft_threshold_kernel.backward_into([g], w_hat, grad, layouts) is not None
+    cl = g.contiguous(memory_format=torch.channels_last)
+    assert soft_threshold_kernel.backward_into([cl], w_hat, grad, [True]) is not None
+
+
+def test_a_layout_change_after_the_first_forward_is_seen():
+    """The group layout is cached per step by the weights' storage; ``model.to(channels_last)`` after a
+    forward re-derives it (the staged Ŵ keep the layers' new memory format and values)."""
+    model, layers, bank = _model(True)
+    ref_model, _, _ = _model(False)
+    x = torch.randn(1, 3, 32, 32)
+    model(x)
+    for m in (model, ref_model):
+        m.to(memory_format=torch.channels_last)
+    staged = bank.stage()
+    for _, w, par in iter_parametrized(layers):
+        assert w.dim() != 4 or w.is_contiguous(memory_format=torch.channels_last)
+        w_hat = staged[par][2]
+        assert w_hat.is_contiguous(memory_format=torch.channels_last) or w_hat.dim() != 4
+        assert torch.equal(w_hat, par(w))  # the per-layer path (outside a forward), element for element
+    out, ref = model(x), ref_model(x)
+    for k in out:
+        assert torch.equal(out[k], ref[k])

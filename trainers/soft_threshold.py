@@ -122,9 +122,10 @@ class NonzeroCounter:
         self.total = torch.zeros((), dtype=torch.int64, device=device)
         self.layers = 0
 
-    def add(self, kept: Tensor, layers: int = 1) -> None:
-        """Add the non-zeros of ``layers`` layers (one per-layer node, or a fused group's node)."""
-        self.total += kept.to(torch.int64)
+    def add(self, kept: Tensor | int, layers: int = 1) -> None:
+        """Add the non-zeros of ``layers`` layers (one per-layer node, or a fused group's node); ``kept`` a
+        count on the device, or a host int where the backward already has it on the host (the CPU kernel)."""
+        self.total += kept if isinstance(kept, int) else kept.to(torch.int64)
         self.layers += layers
 
     def take(self, expected_layers: int) -> Tensor | None:
@@ -200,8 +201,10 @@ class ThresholdBank(nn.Module):
         #: run the fused path's CPU float32 passes in the compiled kernel (trainers.soft_threshold_kernel);
         #: set by install where it is available, False = stock torch ops (same Ŵ and ∂L/∂W bits)
         self.cpu_kernel = False
-        #: each SoftThreshold's module (the key of torch's parametrization cache), set by install
+        #: each SoftThreshold's module, and its key in torch's parametrization cache, set by install
         self._owner: dict[SoftThreshold, nn.Module] = {}
+        #: per group: the weights' data pointers → their flat layout (see ``_layout``)
+        self._layouts: dict[str, tuple[list[int], GroupLayout | None]] = {}
         #: during a forward: the open ``parametrize.cached()`` scope and the cache keys this bank filled
         self._cache_scope: Any = None
         self._cache_keys: list[tuple[int, str]] = []
@@ -241,10 +244,12 @@ class ThresholdBank(nn.Module):
             self._cache_scope = parametrize.cached()
             self._cache_scope.__enter__()
             cache = parametrize._cache
+            keys = self._cache_keys
+            owner = self._owner
             for par, (_, _, w_hat) in self._staged.items():
-                key = (id(self._owner[par]), "weight")
+                key = (id(owner[par]), "weight")
                 cache[key] = w_hat
-                self._cache_keys.append(key)
+                keys.append(key)
 
     def _post_forward(self, module: nn.Module, args: Any, output: Any) -> None:
         """Forward hook (always called, also on errors): later reads of ``module.weight`` are fresh."""
@@ -263,8 +268,8 @@ class ThresholdBank(nn.Module):
         staged: dict[SoftThreshold, tuple[Tensor, int, Tensor]] = {}
         counter = None if self.fixed_known else self.counter
         for group, members in self._members.items():
-            weights = [plist.original for plist, _ in members]
-            layout = group_layout(weights)
+            weights = [plist._parameters["original"] for plist, _ in members]  # (``plist.original``, ~1 µs less)
+            layout = self._layout(group, weights)
             if layout is None:
                 continue
             mask = None if self.masks_all_ones else self._flat_mask(group, members, layout, weights[0])
@@ -274,6 +279,16 @@ class ThresholdBank(nn.Module):
             for (_, par), w, out in zip(members, weights, outs, strict=True):
                 staged[par] = (w, w._version, out)
         return staged
+
+    def _layout(self, group: str, weights: list[Tensor]) -> GroupLayout | None:
+        """``group_layout(weights)``, recomputed only when a weight's storage changed (``module.to(...)``,
+        ``param.data = ...`` give it new memory): ~1 µs per layer per step less than checking each layout."""
+        ptrs = [w.data_ptr() for w in weights]
+        cached = self._layouts.get(group)
+        if cached is None or cached[0] != ptrs:
+            cached = (ptrs, group_layout(weights))
+            self._layouts[group] = cached
+        return cached[1]
 
     def _flat_mask(self, group: str, members: Sequence[tuple[nn.Module, SoftThreshold]], layout: GroupLayout,
                    like: Tensor) -> Tensor | None:

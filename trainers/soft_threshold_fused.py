@@ -205,13 +205,15 @@ class _GroupSoftThresholdFn(torch.autograd.Function):
         grad_w = pool.get("grad", layout.numel, out)
         grad_views = layer_views(grad_w, layout, grads)
         grad_alpha = None
-        if ctx.kernel and cpu_kernel.eligible(grads, layout.channels_last):
-            # one pass: ∂L/∂W, ⟨∂L/∂W, sign(Ŵ)⟩ and the count of sign(Ŵ) ≠ 0 (trainers.soft_threshold_kernel)
-            dot, kept = cpu_kernel.backward_into(grads, out, grad_w)
+        # one pass: ∂L/∂W, ⟨∂L/∂W, sign(Ŵ)⟩ and the count of sign(Ŵ) ≠ 0 (trainers.soft_threshold_kernel),
+        # where every incoming gradient is one the kernel indexes directly (it checks; None otherwise)
+        fused = cpu_kernel.backward_into(grads, out, grad_w, layout.channels_last) if ctx.kernel else None
+        if fused is not None:
+            dot, kept = fused
             if ctx.needs_input_grad[0]:
                 grad_alpha = torch.tensor(-dot, dtype=alpha.dtype).reshape(alpha.shape)
             if ctx.counter is not None:
-                ctx.counter.add(torch.tensor(kept, dtype=torch.int64), layers=len(layout.sizes))
+                ctx.counter.add(kept, layers=len(layout.sizes))  # a host int: one scalar add
         else:
             for g, o, gv in zip(grads, layer_views(out, layout, grads), grad_views, strict=True):
                 _SOFTSHRINK_BACKWARD(g, o, 0.0, grad_input=gv)

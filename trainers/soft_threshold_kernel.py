@@ -37,7 +37,7 @@ __all__ = ["ENV_SWITCH", "available", "backward_into", "load", "threshold_into"]
 ENV_SWITCH = "ADAPMTL_CPU_KERNEL"
 #: One name per source version: checkouts of different versions sharing one extension cache then never
 #: rebuild each other's kernel back and forth (torch would, under a single name).
-_NAME = "adapmtl_soft_threshold_v7"
+_NAME = "adapmtl_soft_threshold_v8"
 
 _SOURCE = r"""
 #include <torch/extension.h>
@@ -75,39 +75,30 @@ ADAPMTL_CLONES void threshold_run(const float* __restrict__ x, float* __restrict
   }
 }
 
-// One run of the backward over n elements, as the stock ops give it, element by element: s = sign(w) (0 for
-// NaN, as at::sign); o = g where s != 0, else +0 (a NaN w counts as pruned, as in at::softshrink_backward);
-// the run's sum of o * s and count of s != 0 (as the stock count <s, s>) are returned through dot and kept.
-// Branch-free (selects, no jumps): the signs of the weights are random, and a mispredicted branch per
-// element would cost more than the memory traffic this kernel saves.
+// One element of the backward, as the stock ops give it: s = sign(x) (0 for NaN, as at::sign); o = g where
+// s != 0, else +0 (a NaN x counts as pruned, as in at::softshrink_backward); acc += o * s; cnt += (s != 0),
+// as the stock count <s, s>. Branch-free (selects, no jumps): the signs of the weights are random, and a
+// mispredicted branch per element would cost more than the memory traffic this kernel saves. g comes in by
+// value, i.e. loaded unconditionally: a load under the select does not vectorize on the SSE2 baseline.
+inline void step(float x, float g, float& o, float& acc, float& cnt) {
+  const float pos = x > 0.f ? 1.f : 0.f;
+  const float neg = x < 0.f ? 1.f : 0.f;
+  const float gv = std::fabs(x) > 0.f ? g : 0.f;  // one compare (false for NaN): a select, not a jump
+  o = gv;
+  acc += gv * (pos - neg);
+  cnt += pos + neg;  // exact: at most kGrain / kLanes per lane and run, far below 2^24
+}
+
+// One run of the backward over n elements; the run's sum of o * s and its count are added to dot and kept.
 ADAPMTL_CLONES void backward_run(const float* __restrict__ w, const float* __restrict__ g, float* __restrict__ o,
-                                 int64_t n, double* __restrict__ dot,
-                                 int64_t* kept) {
+                                 int64_t n, double* __restrict__ dot, int64_t* __restrict__ kept) {
   float acc[kLanes] = {0.f};
-  float cnt[kLanes] = {0.f};  // exact: at most kGrain / kLanes per lane and run, far below 2^24
+  float cnt[kLanes] = {0.f};
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes) {
-    for (int k = 0; k < kLanes; ++k) {
-      const float x = w[j + k];
-      const float pos = x > 0.f ? 1.f : 0.f;
-      const float neg = x < 0.f ? 1.f : 0.f;
-      const float gx = g[j + k];  // loaded unconditionally: a conditional load does not vectorize on SSE2
-      const float gv = std::fabs(x) > 0.f ? gx : 0.f;  // one compare (false for NaN): a select
-      o[j + k] = gv;
-      acc[k] += gv * (pos - neg);
-      cnt[k] += pos + neg;
-    }
+    for (int k = 0; k < kLanes; ++k) step(w[j + k], g[j + k], o[j + k], acc[k], cnt[k]);
   }
-  for (; j < n; ++j) {
-    const float x = w[j];
-    const float pos = x > 0.f ? 1.f : 0.f;
-    const float neg = x < 0.f ? 1.f : 0.f;
-    const float gx = g[j];
-    const float gv = std::fabs(x) > 0.f ? gx : 0.f;
-    o[j] = gv;
-    acc[0] += gv * (pos - neg);
-    cnt[0] += pos + neg;
-  }
+  for (; j < n; ++j) step(w[j], g[j], o[j], acc[0], cnt[0]);
   double d = *dot;  // lane after lane onto the chunk's running sum: the order (and bits) of the v5 kernel
   int64_t c = *kept;
   for (int k = 0; k < kLanes; ++k) {

@@ -19,6 +19,14 @@ run several ways, one after the other, each in a fresh work dir and MLflow store
   in the wall times. With k trials on 2 slots the best possible ratio is k / ceil(k / 2): an odd k caps it
   (3 trials: 1.5×), so the default is 4 trials (``--trials 5``).
 
+* **pair**: the same pruning trials, no Ray: the reference in this process, then two plain processes (one
+  thread each) that import everything, train 4 untracked steps, wait for a common start signal and each train every other trial,
+  logging to the same sqlite MLflow store. Its trial throughput over the ``loop``'s (the same runs one after
+  the other, measured the same way, from the MLflow runs' start and end) is what two slots can give on this
+  machine when nothing but the trials themselves shares it: the ceiling for tune×2 / tune×1.
+  ``pair-own-store`` is the same with a store per process (do two writers of one sqlite file wait on each
+  other?).
+
 * **floor**: what any embedded-Ray sweep pays before and after its trials, with no project code in the way:
   ``orchestrator.cluster.connect`` (the sweep's own embedded Ray start), one Ray Tune ``Tuner`` whose single
   function trial only imports what a real trial imports (torch, MLflow, the engine, ``orchestrator.trial``)
@@ -132,7 +140,99 @@ def run_loop(spec: dict[str, Any], workdir: Path, *, tracking: bool) -> dict[str
         if role == "reference":  # as a sweep's trials get it: the metrics, and the weights LTH starts from
             reference = {"val": result.val, "test": result.test}
             dense_checkpoint = RunPaths(workdir / "runs" / cfg.run_key()).final
-    return {"wall": time.perf_counter() - t0}
+    return {"wall": time.perf_counter() - t0, **_trial_phase([uri] if tracking else [])}
+
+
+def _trial_phase(uris: list[str]) -> dict[str, float]:
+    """Throughput of the pruning trials (role ``trial``) from their MLflow runs' start and end, as ``run_tune``."""
+    import mlflow
+
+    runs = []
+    for uri in uris:
+        client = mlflow.MlflowClient(uri)
+        for exp in client.search_experiments():
+            runs += [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("role") == "trial"]
+    if not runs:
+        return {}
+    span = (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000.0
+    trial_s = [(r.info.end_time - r.info.start_time) / 1000.0 for r in runs]
+    t0 = min(r.info.start_time for r in runs)
+    timeline = " ".join(f"{(r.info.start_time - t0) / 1000:.1f}–{(r.info.end_time - t0) / 1000:.1f}"
+                        for r in sorted(runs, key=lambda r: r.info.start_time))
+    return {"phase2_span": span, "phase2_trials": float(len(runs)), "phase2_throughput": len(runs) / span,
+            "trial_s": statistics.median(trial_s), "trial_sum": sum(trial_s), "timeline": timeline}
+
+
+def _pair_worker(job_path: str, index: int, uri: str) -> None:
+    """One of ``pair``'s two plain processes: import, say ready, wait for the start line, train every other trial."""
+    import pickle
+
+    import torch
+
+    from orchestrator import tracking as trk
+    from trainers.config import RunConfig
+    from trainers.engine import train
+    from trainers.reporting import MLflowReporter
+
+    torch.set_num_threads(1)
+    job = pickle.loads(Path(job_path).read_bytes())
+    exp = trk.ensure_experiment(uri, job["name"])
+    # a few steps first, untracked: like a slot's reused actor (and the loop's warm process), it has trained before
+    warm = {**job["trials"][0], "train": {**job["trials"][0]["train"], "iterations": 4, "val_every": 4,
+                                          "log_every": 4, "checkpoint_every": 4}}
+    train(RunConfig(**warm), None, workdir=job["workdir"] / f"warm-up-{index}", reference=job["reference"],
+          dense_checkpoint=job["dense_checkpoint"])
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for kwargs in job["trials"][index::2]:
+        cfg = RunConfig(**kwargs)
+        run_id = trk.create_run(uri, exp, run_name=f"{cfg.method}-{cfg.run_key()[:6]}", tags={"role": "trial"})
+        train(cfg, MLflowReporter(uri, run_id), workdir=job["workdir"] / "runs" / cfg.run_key(),
+              reference=job["reference"], dense_checkpoint=job["dense_checkpoint"])
+
+
+def run_pair(spec: dict[str, Any], workdir: Path, *, own_store: bool) -> dict[str, float]:
+    """The pruning trials on two plain processes at once (no Ray): the 2-slot ceiling of this machine."""
+    import pickle
+
+    import torch
+
+    from trainers.config import RunConfig
+    from trainers.engine import train
+    from trainers.paths import RunPaths
+
+    torch.set_num_threads(1)
+    plan = _plan(spec)
+    t0 = time.perf_counter()
+    ref_cfg = RunConfig(**plan.references[0].config)
+    result = train(ref_cfg, None, workdir=workdir / "runs" / ref_cfg.run_key())
+    job = {"name": spec["name"], "trials": [g.base for g in plan.groups], "workdir": workdir,
+           "reference": {"val": result.val, "test": result.test},
+           "dense_checkpoint": RunPaths(workdir / "runs" / ref_cfg.run_key()).final}
+    (workdir / "job.pkl").write_bytes(pickle.dumps(job))
+    uris = [f"sqlite:///{workdir / (f'mlflow{i}.db' if own_store else 'mlflow.db')}" for i in range(2)]
+    from orchestrator import tracking as trk
+
+    for uri in sorted(set(uris)):  # created here, as a sweep's driver does: two first writers of one file collide
+        trk.ensure_experiment(uri, spec["name"])
+    here = str(Path(__file__).parent)
+    procs = []
+    for i in range(2):
+        code = (f"import sys; sys.path.insert(0, {here!r}); import bench_orchestration as b; "
+                f"b._pair_worker({str(workdir / 'job.pkl')!r}, {i}, {uris[i]!r})")
+        procs.append(subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, text=True))
+    for p in procs:  # both imported and connected to their store: start them together
+        if p.stdout is None or p.stdout.readline().strip() != "ready":
+            raise RuntimeError("a pair worker failed before its first trial")
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    for p in procs:
+        if p.wait() != 0:
+            raise RuntimeError(f"a pair worker failed (exit {p.returncode})")
+    return {"wall": time.perf_counter() - t0, **_trial_phase(sorted(set(uris)))}
 
 
 def run_loop_cold(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
@@ -164,6 +264,7 @@ def run_tune(spec: dict[str, Any], workdir: Path) -> dict[str, float]:
     refs = [r for r in kids if r.data.tags.get("role") != trk.ROLE_TRIAL]
     span = (max(r.info.end_time for r in trials) - min(r.info.start_time for r in trials)) / 1000.0
     trial_s = [(r.info.end_time - r.info.start_time) / 1000.0 for r in trials]
+    t2 = min(r.info.start_time for r in trials)
     ref_s = [(r.info.end_time - r.info.start_time) / 1000.0 for r in refs]
     if outcome.finished != len(kids) or outcome.failed:
         raise RuntimeError(f"sweep did not finish cleanly: {outcome.finished} finished, {outcome.failed} failed")
@@ -174,6 +275,9 @@ def run_tune(spec: dict[str, Any], workdir: Path) -> dict[str, float]:
             "before_first": ordered[0].info.start_time / 1000.0 - e0, "inside_runs": inside, "gaps": gaps,
             "after_last": e1 - max(r.info.end_time for r in kids) / 1000.0,
             "phase2_throughput": len(trials) / span, "trial_s": statistics.median(trial_s),
+            "trial_sum": sum(trial_s),
+            "timeline": " ".join(f"{(r.info.start_time - t2) / 1000:.1f}–{(r.info.end_time - t2) / 1000:.1f}"
+                                 for r in sorted(trials, key=lambda r: r.info.start_time)),
             "ref_s": statistics.median(ref_s) if ref_s else float("nan")}
 
 
@@ -235,8 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quickstart", action="store_true",
                         help="run examples/quickstart.yaml's runs (AdapMTL once, fixed) instead of --trials × "
                              "--iterations SNIP trials")
-    parser.add_argument("--only", nargs="+", choices=["engine", "loop", "loop-cold", "tune1", "tune2", "floor"],
-                        default=["engine", "loop", "loop-cold", "tune1", "tune2", "floor"])
+    parser.add_argument("--only", nargs="+", choices=["engine", "loop", "loop-cold", "tune1", "tune2", "pair",
+                                                     "pair-own-store", "floor"],
+                        default=["engine", "loop", "loop-cold", "tune1", "tune2", "pair", "floor"])
     args = parser.parse_args(argv)
     os.environ.setdefault("ADAPMTL_CACHE", str(Path(tempfile.gettempdir()) / "adapmtl-bench-cache"))
 
@@ -251,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         "loop": lambda wd: run_loop(spec("bench-orch", 1), wd, tracking=True),
         "tune1": lambda wd: run_tune(spec("bench-orch1", 1), wd),
         "tune2": lambda wd: run_tune(spec("bench-orch2", 2), wd),
+        "pair": lambda wd: run_pair(spec("bench-orch", 1), wd, own_store=False),
+        "pair-own-store": lambda wd: run_pair(spec("bench-orch", 1), wd, own_store=True),
         "loop-cold": lambda wd: run_loop_cold(args, wd),
         "floor": run_floor,
     }
@@ -268,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
                       + (f"  trials: {res['phase2_trials']:.0f} in {res['phase2_span']:.1f} s"
                          f" (median trial {res['trial_s']:.1f} s)" if "phase2_span" in res else "")
                       + f"  load {os.getloadavg()[0]:.2f}", flush=True)
+                if "timeline" in res:
+                    print(f"      trial runs (s from the first's start): {res['timeline']}", flush=True)
 
     def med(v: str, k: str) -> float:
         return statistics.median(r[k] for r in results[v]) if results.get(v) else float("nan")
@@ -315,6 +424,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{k / math.ceil(k / 2):.2f}×)")
         rs = [a["wall"] / b["wall"] for a, b in zip(results["tune1"], results["tune2"], strict=False)]
         print(f"{'tune×1 / tune×2 whole-sweep wall':34s} {statistics.median(rs):7.3f}× {spread(rs):>14s}")
+    for pair in ("pair", "pair-own-store"):
+        if "loop" in results and pair in results:
+            rs = [b["phase2_throughput"] / a["phase2_throughput"]
+                  for a, b in zip(results["loop"], results[pair], strict=False)]
+            print(f"{pair + ' / loop trial throughput':34s} {statistics.median(rs):7.3f}× {spread(rs):>14s}  "
+                  f"two plain processes, no Ray: the 2-slot ceiling here (median trial alone "
+                  f"{med('loop', 'trial_s'):.1f} s, beside another {med(pair, 'trial_s'):.1f} s)")
     print(f"\n({time.perf_counter() - t_all:.0f} s)")
     flags = " ".join(argv if argv is not None else sys.argv[1:])
     print(f"reproduce: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_orchestration.py {flags}")

@@ -19,13 +19,16 @@ run several ways, one after the other, each in a fresh work dir and MLflow store
   in the wall times. With k trials on 2 slots the best possible ratio is k / ceil(k / 2): an odd k caps it
   (3 trials: 1.5×), so the default is 4 trials (``--trials 5``).
 
+  The ratio is printed factored: 2 × (occupancy of tune×2's slots / of tune×1's slot), what the orchestration
+  controls, measured inside each sweep and so free of the host's drift; times the trials' own speed alone
+  over beside another, what the machine does (and where drift between the two sweeps lands).
 * **pair**: the same pruning trials, no Ray: the reference in this process, then two plain processes (one
-  thread each) that import everything, train 4 untracked steps, wait for a common start signal and each train every other trial,
-  logging to the same sqlite MLflow store. Its trial throughput over the ``loop``'s (the same runs one after
-  the other, measured the same way, from the MLflow runs' start and end) is what two slots can give on this
-  machine when nothing but the trials themselves shares it: the ceiling for tune×2 / tune×1.
-  ``pair-own-store`` is the same with a store per process (do two writers of one sqlite file wait on each
-  other?).
+  thread each) that import everything, train 4 untracked steps, wait for a common start signal and then take
+  the trials in plan order, each the next one not yet taken (as Tune's two slots do), logging to the same
+  sqlite MLflow store. Its trial throughput over the ``loop``'s (the same runs one after the other, measured
+  the same way, from the MLflow runs' start and end) is what two slots can give on this machine when nothing
+  but the trials themselves shares it: the ceiling for tune×2 / tune×1. ``pair-own-store`` is the same with
+  a store per process (do two writers of one sqlite file wait on each other?).
 
 * **floor**: what any embedded-Ray sweep pays before and after its trials, with no project code in the way:
   ``orchestrator.cluster.connect`` (the sweep's own embedded Ray start), one Ray Tune ``Tuner`` whose single
@@ -34,8 +37,8 @@ run several ways, one after the other, each in a fresh work dir and MLflow store
   on a Ray started per sweep can reach at this workload: the Q3 target is only reachable where it is ≥ that.
 
 ``--quickstart`` runs the same comparison on ``examples/quickstart.yaml``'s runs instead (dense + 5 methods
-at 90 %, 1,500 iterations of the benchmark's model; AdapMTL once, at its search space's midpoint): the fixed
-cost of the floor is the same, the workload several minutes long. The loop gives LTH the reference's final
+at 90 %, 1,500 iterations of the benchmark's model; AdapMTL's 2 samples as 2 fixed points of its space): the
+fixed cost of the floor is the same, the workload several minutes long, 6 pruning trials. The loop gives LTH the reference's final
 weights, as a sweep's trial gets them.
 
 The order of the variants is rotated between repeats (``--repeats``) to cancel drift; medians are reported.
@@ -89,9 +92,10 @@ def make_spec(name: str, trials: int, iterations: int, num_cpus: int, resolution
 
 
 def make_quickstart_spec(name: str, num_cpus: int) -> dict[str, Any]:
-    """``examples/quickstart.yaml`` as a fixed plan: 6 of its 7 runs (dense + 5 methods at 90 %, 1,500 iterations,
-    the benchmark's model and data), AdapMTL once at its search space's midpoint instead of 2 Optuna samples
-    (a loop cannot replay what the searcher would sample; the step costs the same)."""
+    """``examples/quickstart.yaml`` as a fixed plan: its 7 runs (dense + 5 methods at 90 %, 1,500 iterations,
+    the benchmark's model and data), AdapMTL's 2 Optuna samples replaced by 2 fixed points of its search space
+    (``adapmtl`` and ``adapmtl@b``): a loop cannot replay what the searcher would sample, and the step costs
+    the same. 6 pruning trials, as the quickstart has: an even count, so 2 slots can reach 2.00×."""
     import yaml
 
     spec = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
@@ -99,6 +103,7 @@ def make_quickstart_spec(name: str, num_cpus: int) -> dict[str, Any]:
     adapmtl.pop("search", None)
     adapmtl.pop("samples", None)
     adapmtl.update(theta_init=-7.0, lam=5.0)
+    spec["methods"]["adapmtl@b"] = {**adapmtl, "theta_init": -6.75, "lam": 3.5}
     spec["search"] = {"algorithm": "grid"}
     spec["name"] = name
     spec["ray"] = {"num_cpus": num_cpus}
@@ -140,11 +145,11 @@ def run_loop(spec: dict[str, Any], workdir: Path, *, tracking: bool) -> dict[str
         if role == "reference":  # as a sweep's trials get it: the metrics, and the weights LTH starts from
             reference = {"val": result.val, "test": result.test}
             dense_checkpoint = RunPaths(workdir / "runs" / cfg.run_key()).final
-    return {"wall": time.perf_counter() - t0, **_trial_phase([uri] if tracking else [])}
+    return {"wall": time.perf_counter() - t0, **_trial_phase([uri] if tracking else [], 1)}
 
 
-def _trial_phase(uris: list[str]) -> dict[str, float]:
-    """Throughput of the pruning trials (role ``trial``) from their MLflow runs' start and end, as ``run_tune``."""
+def _trial_phase(uris: list[str], slots: int) -> dict[str, Any]:
+    """The pruning trials' (role ``trial``) phase figures from their MLflow runs, as ``run_tune`` has them."""
     import mlflow
 
     runs = []
@@ -152,19 +157,26 @@ def _trial_phase(uris: list[str]) -> dict[str, float]:
         client = mlflow.MlflowClient(uri)
         for exp in client.search_experiments():
             runs += [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("role") == "trial"]
-    if not runs:
-        return {}
-    span = (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000.0
-    trial_s = [(r.info.end_time - r.info.start_time) / 1000.0 for r in runs]
+    return _phase_stats(runs, slots) if runs else {}
+
+
+def _phase_stats(runs: list[Any], slots: int) -> dict[str, Any]:
+    """Throughput of the trial phase (trials per second from the first start to the last end) and how busy
+    the ``slots`` were in it: occupancy = Σ trial time / (slots × span). Occupancy is what the orchestration
+    controls (idle slots, gaps), measured inside one sweep and so free of the host's drift; the trials'
+    own speed beside each other (contention) is the machine's."""
     t0 = min(r.info.start_time for r in runs)
+    span = (max(r.info.end_time for r in runs) - t0) / 1000.0
+    trial_s = [(r.info.end_time - r.info.start_time) / 1000.0 for r in runs]
     timeline = " ".join(f"{(r.info.start_time - t0) / 1000:.1f}–{(r.info.end_time - t0) / 1000:.1f}"
                         for r in sorted(runs, key=lambda r: r.info.start_time))
     return {"phase2_span": span, "phase2_trials": float(len(runs)), "phase2_throughput": len(runs) / span,
-            "trial_s": statistics.median(trial_s), "trial_sum": sum(trial_s), "timeline": timeline}
+            "trial_s": statistics.median(trial_s), "trial_mean": statistics.fmean(trial_s),
+            "trial_sum": sum(trial_s), "occupancy": sum(trial_s) / (slots * span), "timeline": timeline}
 
 
 def _pair_worker(job_path: str, index: int, uri: str) -> None:
-    """One of ``pair``'s two plain processes: import, say ready, wait for the start line, train every other trial."""
+    """One of ``pair``'s two plain processes: import, say ready, wait for the start line, take trials in turn."""
     import pickle
 
     import torch
@@ -184,11 +196,25 @@ def _pair_worker(job_path: str, index: int, uri: str) -> None:
           dense_checkpoint=job["dense_checkpoint"])
     print("ready", flush=True)
     sys.stdin.readline()
-    for kwargs in job["trials"][index::2]:
-        cfg = RunConfig(**kwargs)
+    while (taken := _take_next(job["workdir"] / "taken")) < len(job["trials"]):
+        cfg = RunConfig(**job["trials"][taken])
         run_id = trk.create_run(uri, exp, run_name=f"{cfg.method}-{cfg.run_key()[:6]}", tags={"role": "trial"})
         train(cfg, MLflowReporter(uri, run_id), workdir=job["workdir"] / "runs" / cfg.run_key(),
               reference=job["reference"], dense_checkpoint=job["dense_checkpoint"])
+
+
+def _take_next(counter: Path) -> int:
+    """The index of the next trial no pair worker has taken yet (a counter file under an exclusive lock)."""
+    import fcntl
+
+    with open(counter, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        taken = int(fh.read() or 0)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(taken + 1))
+        return taken
 
 
 def run_pair(spec: dict[str, Any], workdir: Path, *, own_store: bool) -> dict[str, float]:
@@ -232,7 +258,7 @@ def run_pair(spec: dict[str, Any], workdir: Path, *, own_store: bool) -> dict[st
     for p in procs:
         if p.wait() != 0:
             raise RuntimeError(f"a pair worker failed (exit {p.returncode})")
-    return {"wall": time.perf_counter() - t0, **_trial_phase(sorted(set(uris)))}
+    return {"wall": time.perf_counter() - t0, **_trial_phase(sorted(set(uris)), 2)}
 
 
 def run_loop_cold(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
@@ -262,23 +288,21 @@ def run_tune(spec: dict[str, Any], workdir: Path) -> dict[str, float]:
     kids = trk.children(uri, outcome.experiment_id, outcome.parent_run_id)
     trials = [r for r in kids if r.data.tags.get("role") == trk.ROLE_TRIAL]
     refs = [r for r in kids if r.data.tags.get("role") != trk.ROLE_TRIAL]
-    span = (max(r.info.end_time for r in trials) - min(r.info.start_time for r in trials)) / 1000.0
-    trial_s = [(r.info.end_time - r.info.start_time) / 1000.0 for r in trials]
-    t2 = min(r.info.start_time for r in trials)
     ref_s = [(r.info.end_time - r.info.start_time) / 1000.0 for r in refs]
     if outcome.finished != len(kids) or outcome.failed:
         raise RuntimeError(f"sweep did not finish cleanly: {outcome.finished} finished, {outcome.failed} failed")
     ordered = sorted(kids, key=lambda r: r.info.start_time)
     inside = sum(r.info.end_time - r.info.start_time for r in ordered) / 1000.0
     gaps = sum(max(0, b.info.start_time - a.info.end_time) for a, b in zip(ordered, ordered[1:])) / 1000.0
-    return {"wall": wall, "phase2_span": span, "phase2_trials": float(len(trials)),
-            "before_first": ordered[0].info.start_time / 1000.0 - e0, "inside_runs": inside, "gaps": gaps,
-            "after_last": e1 - max(r.info.end_time for r in kids) / 1000.0,
-            "phase2_throughput": len(trials) / span, "trial_s": statistics.median(trial_s),
-            "trial_sum": sum(trial_s),
-            "timeline": " ".join(f"{(r.info.start_time - t2) / 1000:.1f}–{(r.info.end_time - t2) / 1000:.1f}"
-                                 for r in sorted(trials, key=lambda r: r.info.start_time)),
-            "ref_s": statistics.median(ref_s) if ref_s else float("nan")}
+    phase = _phase_stats(trials, slots=int(spec["ray"]["num_cpus"]))
+    slots = int(spec["ray"]["num_cpus"])
+    starts = sorted(r.info.start_time for r in trials)
+    # how long the slots took to start the first trials once the reference had finished (a waiting trial polls)
+    ref_end = max(r.info.end_time for r in refs) if refs else starts[0]
+    return {"wall": wall, "before_first": ordered[0].info.start_time / 1000.0 - e0, "inside_runs": inside,
+            "gaps": gaps, "after_last": e1 - max(r.info.end_time for r in kids) / 1000.0,
+            "ref_to_trials": (starts[min(slots, len(starts)) - 1] - ref_end) / 1000.0,
+            "ref_s": statistics.median(ref_s) if ref_s else float("nan"), **phase}
 
 
 #: What a trial's actor imports before its first step (orchestrator.trial._run_engine and its callers).
@@ -337,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--quickstart", action="store_true",
-                        help="run examples/quickstart.yaml's runs (AdapMTL once, fixed) instead of --trials × "
+                        help="run examples/quickstart.yaml's runs (AdapMTL's 2 samples fixed) instead of --trials × "
                              "--iterations SNIP trials")
     parser.add_argument("--only", nargs="+", choices=["engine", "loop", "loop-cold", "tune1", "tune2", "pair",
                                                      "pair-own-store", "floor"],
@@ -376,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
                          f" (median trial {res['trial_s']:.1f} s)" if "phase2_span" in res else "")
                       + f"  load {os.getloadavg()[0]:.2f}", flush=True)
                 if "timeline" in res:
-                    print(f"      trial runs (s from the first's start): {res['timeline']}", flush=True)
+                    print(f"      trial runs (s from the first's start): {res['timeline']}; slot occupancy "
+                          f"{res['occupancy']:.3f}", flush=True)
 
     def med(v: str, k: str) -> float:
         return statistics.median(r[k] for r in results[v]) if results.get(v) else float("nan")
@@ -384,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     def spread(values: list[float]) -> str:
         return f"[{min(values):.2f}, {max(values):.2f}]" if len(values) > 1 else ""
 
-    workload = ("examples/quickstart.yaml's 6 runs × 1,500 steps (AdapMTL once, fixed), resnet34 w1/16 64² b8"
+    workload = ("examples/quickstart.yaml's 7 runs × 1,500 steps (AdapMTL's 2 samples fixed), resnet34 w1/16 64² b8"
                 if args.quickstart else
                 f"{args.trials} trials × {args.iterations} steps, resnet34 w0.125 {args.resolution}² b{args.batch}")
     print(f"\n{workload}, 1 thread per trial; {args.repeats} repeat(s), load average during runs "
@@ -418,19 +443,37 @@ def main(argv: list[str] | None = None) -> int:
         rs = [b["phase2_throughput"] / a["phase2_throughput"]
               for a, b in zip(results["tune1"], results["tune2"], strict=False)]
         r = statistics.median(rs)
-        k = args.trials - 1
+        k = int(results["tune2"][0]["phase2_trials"])
         print(f"{'tune×2 / tune×1 trial throughput':34s} {r:7.3f}× {spread(rs):>14s}  ≥ 1.9×   "
               f"{'met' if r >= 1.9 else 'missed'}  (best possible for {k} trials on 2 slots: "
               f"{k / math.ceil(k / 2):.2f}×)")
         rs = [a["wall"] / b["wall"] for a, b in zip(results["tune1"], results["tune2"], strict=False)]
         print(f"{'tune×1 / tune×2 whole-sweep wall':34s} {statistics.median(rs):7.3f}× {spread(rs):>14s}")
+        # The throughput ratio factors exactly into what the orchestration controls (how busy its slots
+        # are, each measured inside one sweep) and what the machine does (a trial's time beside another
+        # over its time alone, measured in different sweeps and so exposed to the host's drift).
+        occ = [2 * b["occupancy"] / a["occupancy"] for a, b in zip(results["tune1"], results["tune2"], strict=False)]
+        slow = [b["trial_mean"] / a["trial_mean"] for a, b in zip(results["tune1"], results["tune2"], strict=False)]
+        print(f"{'  = 2 × occupancy×2 / occupancy×1':34s} {statistics.median(occ):7.3f}× {spread(occ):>14s}  "
+              f"the orchestration's share (tune×2 slots {med('tune2', 'occupancy'):.3f} busy, tune×1 "
+              f"{med('tune1', 'occupancy'):.3f}; 2.00 = no idle slot)")
+        print(f"{'  ÷ mean trial ×2 / mean trial ×1':34s} {statistics.median(slow):7.3f}  {spread(slow):>14s}  "
+              "the machine's share (two trials sharing 2 cores, and drift between the sweeps)")
+        print(f"{'  start of the trials after the ref':34s} {med('tune2', 'ref_to_trials'):7.2f}s "
+              f"{'':14s}  both slots busy again this long after the reference's run ended (tune×2)")
     for pair in ("pair", "pair-own-store"):
         if "loop" in results and pair in results:
             rs = [b["phase2_throughput"] / a["phase2_throughput"]
                   for a, b in zip(results["loop"], results[pair], strict=False)]
             print(f"{pair + ' / loop trial throughput':34s} {statistics.median(rs):7.3f}× {spread(rs):>14s}  "
                   f"two plain processes, no Ray: the 2-slot ceiling here (median trial alone "
-                  f"{med('loop', 'trial_s'):.1f} s, beside another {med(pair, 'trial_s'):.1f} s)")
+                  f"{med('loop', 'trial_s'):.1f} s, beside another {med(pair, 'trial_s'):.1f} s; occupancy "
+                  f"{med(pair, 'occupancy'):.3f})")
+        if "tune2" in results and pair in results:
+            rs = [a["phase2_throughput"] / b["phase2_throughput"]
+                  for a, b in zip(results["tune2"], results[pair], strict=False)]
+            print(f"{'tune×2 / ' + pair + ' trial throughput':34s} {statistics.median(rs):7.3f}× {spread(rs):>14s}  "
+                  "Ray Tune's 2 slots against 2 plain processes")
     print(f"\n({time.perf_counter() - t_all:.0f} s)")
     flags = " ".join(argv if argv is not None else sys.argv[1:])
     print(f"reproduce: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_orchestration.py {flags}")

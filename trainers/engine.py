@@ -22,6 +22,7 @@ from torch import nn
 
 from results import schema as keys
 from trainers import checkpoint as ckpt
+from trainers import denormals
 from trainers.compute import ComputeLedger
 from trainers.config import RunConfig
 from trainers.data import DATASETS, build_dataset
@@ -185,6 +186,18 @@ def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path 
     device = device or default_device()
     if device.type == "cpu":
         retain_freed_memory()  # no page faults for the step's recurring tensors (trainers.host_memory)
+    # no slow path for the denormal weights of the ASPP heads' dilated taps (trainers.denormals)
+    with denormals.flush_denormals(device) as flushed:
+        return _train(config, reporter, workdir=workdir, reference=reference, resume=resume, device=device,
+                      stop_at=stop_at, on_validation=on_validation, dense_checkpoint=dense_checkpoint,
+                      flushed=flushed)
+
+
+def _train(config: RunConfig, reporter: Reporter | None, *, workdir: Path | str,
+           reference: Mapping[str, Any] | None, resume: bool, device: torch.device, stop_at: int | None,
+           on_validation: Callable[[int, dict[str, float]], None] | None, dense_checkpoint: Path | None,
+           flushed: bool) -> RunResult:
+    """:func:`train` on a resolved device, inside its thread settings."""
     rank, world = _dist_rank_world()
     paths = RunPaths(Path(workdir)).ensure()
     history = MemoryReporter()
@@ -273,6 +286,7 @@ def train(config: RunConfig, reporter: Reporter | None = None, *, workdir: Path 
             {t: dict(task.metric_directions) for t, task in tasks.items()}),
             keys.TAG_CONVENTIONS: config.conventions().tag()})
         out.log_json(config.resolved(), "config.json")
+    out.set_tags({denormals.TAG: str(flushed).lower()})  # on every (re)start: the arithmetic now in force
 
     train_model: nn.Module = model
     if world > 1:

@@ -37,9 +37,9 @@ run several ways, one after the other, each in a fresh work dir and MLflow store
   on a Ray started per sweep can reach at this workload: the Q3 target is only reachable where it is ≥ that.
 
 ``--quickstart`` runs the same comparison on ``examples/quickstart.yaml``'s runs instead (dense + 5 methods
-at 90 %, 1,500 iterations of the benchmark's model; AdapMTL's 2 samples as 2 fixed points of its space): the
-fixed cost of the floor is the same, the workload several minutes long, 6 pruning trials. The loop gives LTH the reference's final
-weights, as a sweep's trial gets them.
+at 90 %, 1,500 iterations of the benchmark's model; AdapMTL's 2 samples as 2 fixed points of its space, so 6
+pruning trials): the fixed cost of the floor is the same, the workload several minutes long. The loop gives
+LTH the reference's final weights, as a sweep's trial gets them.
 
 The order of the variants is rotated between repeats (``--repeats``) to cancel drift; medians are reported.
 
@@ -294,8 +294,8 @@ def run_tune(spec: dict[str, Any], workdir: Path) -> dict[str, float]:
     ordered = sorted(kids, key=lambda r: r.info.start_time)
     inside = sum(r.info.end_time - r.info.start_time for r in ordered) / 1000.0
     gaps = sum(max(0, b.info.start_time - a.info.end_time) for a, b in zip(ordered, ordered[1:])) / 1000.0
-    phase = _phase_stats(trials, slots=int(spec["ray"]["num_cpus"]))
     slots = int(spec["ray"]["num_cpus"])
+    phase = _phase_stats(trials, slots)
     starts = sorted(r.info.start_time for r in trials)
     # how long the slots took to start the first trials once the reference had finished (a waiting trial polls)
     ref_end = max(r.info.end_time for r in refs) if refs else starts[0]

@@ -19,7 +19,7 @@ from results import schema as S
 from results.collect import PARAM_COL, metric_col
 
 __all__ = ["CI_NOTE", "OFF_TARGET_POINTS", "budget_text", "check_conventions", "compute_text", "conventions_text",
-           "ranking_text", "seeds_text"]
+           "numerics_text", "ranking_text", "seeds_text"]
 
 #: a row whose achieved overall sparsity misses its target by more than this many points is never ranked
 OFF_TARGET_POINTS = 0.5
@@ -27,6 +27,7 @@ CONVENTIONS_COL = f"tags.{S.TAG_CONVENTIONS}"
 BUDGET_TRIALS_COL = f"tags.{S.TAG_BUDGET_TRIALS}"
 BUDGET_SEARCHED_COL = f"tags.{S.TAG_BUDGET_SEARCHED}"
 STEP_EQ_COL = metric_col(S.COMPUTE_STEP_EQUIVALENTS)
+NUMERICS_COL = f"tags.{S.TAG_FLUSH_DENORMALS}"
 
 
 def check_conventions(runs: pd.DataFrame) -> str | None:
@@ -149,6 +150,23 @@ def compute_text(df: pd.DataFrame, scored: pd.DataFrame, labels: Mapping[tuple[A
             parts.append(f"{_tex(labels.get(key, str(key[0])))} {float(vals.mean()) / base:.1f}$\\times$")
     return ("Training compute per run, relative to the dense run (optimizer steps incl. dense phases and "
             f"rounds, plus scoring passes): {', '.join(parts)}.") if parts else ""
+
+
+def numerics_text(scored: pd.DataFrame) -> str:
+    """A sentence when the table's runs trained under different CPU arithmetic (``trainers.denormals``):
+    flushed and IEEE denormals give the same maths but not the same low bits, so a reader must know that
+    rows were not all produced alike. Nothing when they agree (docs/FIDELITY.md names the default)."""
+    if NUMERICS_COL not in scored:
+        return ""
+    names = {"true": "flushed denormal floats to zero", "false": "kept IEEE denormals"}
+    kinds = scored[NUMERICS_COL].map(lambda v: names.get(str(v).lower(), "unrecorded (IEEE, older runs)")
+                                     if isinstance(v, str) else "unrecorded (IEEE, older runs)")
+    counts = kinds.value_counts()
+    if len(counts) < 2:
+        return ""
+    parts = ", ".join(f"{n} {what}" for what, n in counts.items())
+    return (f"CPU arithmetic differs between these runs ({parts}; tag {_tex(S.TAG_FLUSH_DENORMALS)}): the same "
+            "maths, not the same low bits.")
 
 
 def achieved_points(rows: pd.DataFrame) -> tuple[float, float]:

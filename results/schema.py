@@ -31,6 +31,8 @@ TAG_VARIANT = "variant"
 TAG_DIRECTIONS = "directions"
 #: the resolved metric conventions of a run (``trainers.conventions.MetricConventions.tag``)
 TAG_CONVENTIONS = "conventions"
+#: "true" / "false": whether the run's CPU arithmetic flushed denormal floats (``trainers.denormals``)
+TAG_FLUSH_DENORMALS = "numerics/flush_denormals"
 #: metrics logged beside a task's own (never part of ΔT or a table's ranking)
 AUX_METRICS: frozenset[str] = frozenset({"miou_standard"})
 #: optional: JSON list of the run's tasks in display order.

@@ -33,6 +33,7 @@ from results.disclosure import (
     conventions_text,
     is_off_target,
     join,
+    numerics_text,
     ranking_text,
     seeds_text,
 )
@@ -541,7 +542,7 @@ def _caption(table: Table, head: str, df: pd.DataFrame, scored: pd.DataFrame, ex
     return join([head, extra, conventions_text(table.conventions), _convention_text(table.convention) + ".",
                  seeds_text(table.n),
                  ranking_text(table.n, any_tied, bool(table.row_marks or table.cell_marks), any_single),
-                 budget_text(df, scored, labels), compute_text(df, scored, labels)])
+                 budget_text(df, scored, labels), compute_text(df, scored, labels), numerics_text(scored)])
 
 
 # -- tasks (Table 3) ------------------------------------------------------------------------------------

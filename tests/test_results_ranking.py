@@ -172,3 +172,18 @@ def test_sweep_marks_off_target_cells(tmp_path):
     data = T.sweep_data(_store(tmp_path / "d", rows, "rank3"))
     assert data.loc[data["method"] == "adapmtl", "off_target"].all()
     assert not data.loc[data["method"] == "snip", "off_target"].any()
+
+
+def test_mixed_cpu_arithmetic_is_disclosed(tmp_path):
+    """Runs with flushed and with IEEE denormals (trainers.denormals) are named in the caption; alike, nothing."""
+    flushed, ieee = {S.TAG_FLUSH_DENORMALS: "true"}, {S.TAG_FLUSH_DENORMALS: "false"}
+    same = [(m, s, v, 0.9 if m != "dense" else None, flushed, None) for m, v in (("dense", 50.0), ("snip", 52.0))
+            for s in range(3)]
+    assert "CPU arithmetic" not in T.comparison(_store(tmp_path / "a", same), sparsity=0.9).caption
+    mixed = [("dense", s, 50.0, None, flushed, None) for s in range(3)] + [
+        ("snip", s, 52.0, 0.9, ieee, None) for s in range(3)]
+    caption = T.comparison(_store(tmp_path / "b", mixed, "rank-mixed"), sparsity=0.9).caption
+    assert "CPU arithmetic differs between these runs" in caption
+    assert "3 kept IEEE denormals" in caption and "flushed denormal floats to zero" in caption
+    assert "flush\\_denormals" in caption  # captions are LaTeX
+    assert "numerics/flush_denormals" in R.plain_caption(caption)

@@ -1,7 +1,7 @@
 """Flush denormal floats to zero on the thread that trains on the CPU (x86 FTZ/DAZ, ``torch.set_flush_denormal``).
 
 Why: at the CPU sizes this project trains (64² inputs, output stride 8: an 8×8 feature map), the ASPP heads'
-dilated branches (rates 6, 12, 18) see only padding through their eight off-centre taps. Those weights get no
+dilated branches (rates 12, 18 and 24; 6 in part) see only padding through their eight off-centre taps. Those weights get no
 gradient but the L2 decay, so Adam walks them to zero and, after ~250 steps, into the denormal range (below
 1.18e-38): on the quickstart's dense reference 80 % of those branches' weights and their Adam moments were
 denormal by step 400. Every convolution and optimizer op that reads them then takes the processor's slow
@@ -33,12 +33,14 @@ from collections.abc import Iterator
 
 import torch
 
+from results import schema as keys
+
 __all__ = ["ENV_SWITCH", "TAG", "flush_active", "flush_denormals", "wanted"]
 
 #: ``ADAPMTL_FLUSH_DENORMALS=0`` keeps IEEE denormals on the CPU.
 ENV_SWITCH = "ADAPMTL_FLUSH_DENORMALS"
 #: The run tag that records which arithmetic the run's CPU steps used ("true" / "false").
-TAG = "numerics/flush_denormals"
+TAG = keys.TAG_FLUSH_DENORMALS
 
 
 def wanted(device: torch.device) -> bool:
